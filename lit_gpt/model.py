@@ -1,0 +1,297 @@
+"""A decoder-only transformer covering Llama, Mistral, Qwen, Falcon, GPT-NeoX (Pythia), StableLM, Phi and SmolLM2.
+
+Plain PyTorch, no training logic. The fused QKV weight is laid out as [all query heads | all key heads |
+all value heads] (each head `head_size` rows), so a slice of rows is a slice of heads.
+
+`forward(idx, input_pos=None, *, position_ids=None, mask=None)`:
+- without a KV cache, `input_pos=None` runs a causal (and, for Mistral, sliding-window) full forward;
+- with a KV cache (`set_kv_cache`), `input_pos` (T,) gives the cache slots the T new tokens are written to;
+- `position_ids` (B, T) overrides the rotary positions (packing restarts them per example, left padding
+  starts them after the pads);
+- `mask` (B, T, S) bool, True where a query may attend a key, is AND-ed with the causal mask (packing blocks
+  attention across examples; padding hides pad keys). S is T without a cache, the cache length with one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lit_gpt.config import Config
+
+
+class GPT(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=config.lm_head_bias)
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
+                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+                ln_f=make_norm(config),
+            )
+        )
+        if config.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+        self.rope = RotaryEmbedding(config)
+        self.max_seq_length = config.block_size
+        # Training code may set this to trade compute for activation memory; the model only reads it.
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        input_pos: Optional[torch.Tensor] = None,
+        *,
+        position_ids: Optional[torch.Tensor] = None,
+        mask: Optional[torch.Tensor] = None,
+        return_hidden: bool = False,
+    ) -> torch.Tensor:
+        B, T = idx.shape
+        if input_pos is not None and self.transformer.h[0].attn.kv_cache is None:
+            raise RuntimeError("input_pos needs a KV cache: call `model.set_kv_cache(batch_size)` first")
+        if input_pos is None:
+            if T > self.max_seq_length:
+                raise ValueError(f"sequence of {T} tokens is longer than max_seq_length={self.max_seq_length}")
+            q_pos = torch.arange(T, device=idx.device)
+        else:
+            q_pos = input_pos
+        if position_ids is None:
+            position_ids = q_pos.unsqueeze(0)
+        cos, sin = self.rope(position_ids, dtype=self.transformer.wte.weight.dtype)
+        attn_mask = self._attention_mask(q_pos, mask, idx.device)
+
+        x = self.transformer.wte(idx)
+        for block in self.transformer.h:
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, attn_mask, input_pos, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, attn_mask, input_pos)
+        x = self.transformer.ln_f(x)
+        if return_hidden:
+            return x
+        return self.lm_head(x)
+
+    def _attention_mask(
+        self, q_pos: torch.Tensor, extra: Optional[torch.Tensor], device: torch.device
+    ) -> Optional[torch.Tensor]:
+        """None means plain causal attention over T keys (SDPA's fast path); otherwise a bool (B|1, 1, T, S) mask."""
+        cache = self.transformer.h[0].attn.kv_cache
+        window = self.config.sliding_window_size
+        T = q_pos.shape[0]
+        if cache is None and extra is None and (window is None or window >= T):
+            return None
+        S = cache.k.shape[2] if cache is not None else T
+        k_pos = torch.arange(S, device=device)
+        allowed = k_pos.unsqueeze(0) <= q_pos.unsqueeze(1)  # (T, S)
+        if window is not None:
+            allowed = allowed & (q_pos.unsqueeze(1) - k_pos.unsqueeze(0) < window)
+        allowed = allowed.unsqueeze(0)
+        if extra is not None:
+            if extra.shape[-2:] != (T, S):
+                raise ValueError(f"mask must be (B, {T}, {S}), got {tuple(extra.shape)}")
+            allowed = allowed & extra.to(torch.bool)
+        return allowed.unsqueeze(1)
+
+    def set_kv_cache(
+        self,
+        batch_size: int,
+        max_seq_length: Optional[int] = None,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        max_seq_length = max_seq_length or self.max_seq_length
+        weight = self.transformer.wte.weight
+        device = device or weight.device
+        dtype = dtype or (weight.dtype if weight.is_floating_point() else torch.float32)
+        for block in self.transformer.h:
+            block.attn.kv_cache = KVCache(
+                batch_size, self.config.n_query_groups, max_seq_length, self.config.head_size, device, dtype
+            )
+
+    def clear_kv_cache(self) -> None:
+        for block in self.transformer.h:
+            block.attn.kv_cache = None
+
+
+def make_norm(config: Config) -> nn.Module:
+    if config.norm_class_name == "RMSNorm":
+        return RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps)
+
+
+class Block(nn.Module):
+    def __init__(self, config: Config, layer_idx: int) -> None:
+        super().__init__()
+        self.norm_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config)
+        self.norm_2 = None if config.shared_attention_norm else make_norm(config)
+        self.mlp = LLaMAMLP(config) if config.mlp_class_name == "LLaMAMLP" else GptNeoxMLP(config)
+        self.parallel_residual = config.parallel_residual
+
+    def forward(self, x, cos, sin, mask, input_pos):
+        x_normed = self.norm_1(x)
+        h = self.attn(x_normed, cos, sin, mask, input_pos)
+        if self.parallel_residual:
+            mlp_in = x_normed if self.norm_2 is None else self.norm_2(x)
+            return x + h + self.mlp(mlp_in)
+        x = x + h
+        return x + self.mlp(self.norm_2(x))
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        hs, nh, ng = config.head_size, config.n_head, config.n_query_groups
+        self.attn = nn.Linear(config.n_embd, (nh + 2 * ng) * hs, bias=config.bias or config.attn_bias)
+        self.proj = nn.Linear(nh * hs, config.n_embd, bias=config.bias)
+        self.n_head, self.n_query_groups, self.head_size = nh, ng, hs
+        self.rope_n_elem = config.rope_n_elem
+        self.kv_cache: Optional[KVCache] = None
+
+    def forward(self, x, cos, sin, mask, input_pos):
+        B, T, _ = x.shape
+        hs, nh, ng = self.head_size, self.n_head, self.n_query_groups
+        q, k, v = self.attn(x).split((nh * hs, ng * hs, ng * hs), dim=-1)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, ng, hs).transpose(1, 2)
+        v = v.view(B, T, ng, hs).transpose(1, 2)
+        q = apply_rope(q, cos, sin, self.rope_n_elem)
+        k = apply_rope(k, cos, sin, self.rope_n_elem)
+        if input_pos is not None:
+            k, v = self.kv_cache.update(input_pos, k, v)
+        if ng != nh:
+            # Each group of nh // ng query heads shares one key/value head.
+            k = k.repeat_interleave(nh // ng, dim=1)
+            v = v.repeat_interleave(nh // ng, dim=1)
+        scale = 1.0 / math.sqrt(hs)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        y = y.transpose(1, 2).reshape(B, T, nh * hs)
+        return self.proj(y)
+
+
+class GptNeoxMLP(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
+        self.proj = nn.Linear(config.intermediate_size, config.n_embd, bias=config.bias)
+        self.approximate = config.gelu_approximate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate=self.approximate))
+
+
+class LLaMAMLP(nn.Module):
+    """SwiGLU: `proj(silu(fc_1(x)) * fc_2(x))`; fc_1 is the gate."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.fc_1 = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
+        self.fc_2 = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
+        self.proj = nn.Linear(config.intermediate_size, config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.silu(self.fc_1(x)) * self.fc_2(x))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalize in fp32 as the reference implementations do, then scale in the input dtype.
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin for arbitrary (B, T) positions, computed in fp32 like the reference implementations."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        n_elem = config.rope_n_elem
+        inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, n_elem, 2, dtype=torch.float32) / n_elem))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.condense_ratio = config.rope_condense_ratio
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = position_ids.to(torch.float32) / self.condense_ratio
+        freqs = pos.unsqueeze(-1) * self.inv_freq.float().to(pos.device)  # (B, T, n_elem/2)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos(), emb.sin()
+        if not dtype.is_floating_point:
+            dtype = torch.float32
+        return cos.to(dtype).unsqueeze(1), sin.to(dtype).unsqueeze(1)  # (B, 1, T, n_elem)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_elem: int) -> torch.Tensor:
+    """Rotate the first `n_elem` channels of each head (rotate-half convention); partial rotary keeps the rest."""
+    if n_elem == 0:
+        return x
+    rot, rest = x[..., :n_elem], x[..., n_elem:]
+    x1, x2 = rot.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    roped = (rot * cos + rotated * sin).to(x.dtype)
+    return torch.cat((roped, rest), dim=-1) if rest.shape[-1] else roped
+
+
+class KVCache(nn.Module):
+    def __init__(self, batch_size, n_groups, max_seq_length, head_size, device, dtype) -> None:
+        super().__init__()
+        shape = (batch_size, n_groups, max_seq_length, head_size)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if input_pos.max() >= self.k.shape[2]:
+            raise ValueError(f"KV cache holds {self.k.shape[2]} positions, got position {int(input_pos.max())}")
+        B = k.shape[0]
+        self.k[:B].index_copy_(2, input_pos, k.to(self.k.dtype))
+        self.v[:B].index_copy_(2, input_pos, v.to(self.v.dtype))
+        return self.k[:B], self.v[:B]
+
+
+def packed_attention(segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, position_ids) for sequences packing several examples: segment_ids (B, T) numbers each example.
+
+    Positions restart at 0 for each example and no token attends across examples.
+    """
+    B, T = segment_ids.shape
+    same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)  # (B, T, T)
+    idx = torch.arange(T, device=segment_ids.device).expand(B, T)
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    start_idx = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values
+    return same, idx - start_idx
+
+
+def left_padded_attention(
+    pad_lengths: torch.Tensor, query_len: int, key_len: int, input_pos: Optional[torch.Tensor] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, position_ids) for a batch whose rows are left-padded by `pad_lengths` (B,) tokens.
+
+    Pads are hidden as keys, and each row's rotary positions start at 0 on its first real token.
+    """
+    device = pad_lengths.device
+    q_pos = input_pos if input_pos is not None else torch.arange(query_len, device=device)
+    k_pos = torch.arange(key_len, device=device)
+    mask = (k_pos.unsqueeze(0) >= pad_lengths.unsqueeze(1)).unsqueeze(1).expand(-1, q_pos.shape[0], -1)
+    # Pad queries would see no key at all (NaN in SDPA); let them see themselves. Their output is discarded.
+    mask = mask | (k_pos.unsqueeze(0) == q_pos.unsqueeze(1)).unsqueeze(0)
+    position_ids = (q_pos.unsqueeze(0) - pad_lengths.unsqueeze(1)).clamp(min=0)
+    return mask, position_ids
