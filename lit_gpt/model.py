@@ -220,18 +220,22 @@ class RMSNorm(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin for arbitrary (B, T) positions, computed in fp32 like the reference implementations."""
+    """cos/sin for arbitrary (B, T) positions, computed in fp32 like the reference implementations.
+
+    The frequencies are recomputed per call (a few dozen floats) rather than kept in a buffer, so casting the model
+    to bf16 or building it on the meta device never degrades them.
+    """
 
     def __init__(self, config: Config) -> None:
         super().__init__()
-        n_elem = config.rope_n_elem
-        inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, n_elem, 2, dtype=torch.float32) / n_elem))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.n_elem, self.base = config.rope_n_elem, config.rope_base
         self.condense_ratio = config.rope_condense_ratio
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        device = position_ids.device
+        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.n_elem, 2, dtype=torch.float32, device=device) / self.n_elem))
         pos = position_ids.to(torch.float32) / self.condense_ratio
-        freqs = pos.unsqueeze(-1) * self.inv_freq.float().to(pos.device)  # (B, T, n_elem/2)
+        freqs = pos.unsqueeze(-1) * inv_freq  # (B, T, n_elem/2)
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos(), emb.sin()
         if not dtype.is_floating_point:
