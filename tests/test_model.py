@@ -1,0 +1,134 @@
+"""lit_gpt.model behaviour that does not depend on a checkpoint: masks, positions, grouped queries, the KV cache."""
+
+import pytest
+import torch
+
+from lit_gpt.config import Config
+from lit_gpt.model import GPT, left_padded_attention, packed_attention
+
+
+def tiny(name: str = "tiny-llama", seed: int = 0, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(Config.from_name(name, **overrides)).eval()
+    with torch.no_grad():  # random norm scales and biases too, so nothing is left at its trivial init
+        for n, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_((1.0 if n.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
+    return model
+
+
+def ids(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-neox"])
+def test_packed_attention_gives_the_separate_logits(name):
+    model = tiny(name)
+    a, b, c = ids(1, 5, seed=1), ids(1, 4, seed=2), ids(1, 3, seed=3)
+    packed = torch.cat([a, b, c], dim=1)
+    segment_ids = torch.tensor([[0] * 5 + [1] * 4 + [2] * 3])
+    mask, position_ids = packed_attention(segment_ids)
+    assert position_ids.tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1, 2]]
+    with torch.no_grad():
+        out = model(packed, position_ids=position_ids, mask=mask)
+        torch.testing.assert_close(out, torch.cat([model(a), model(b), model(c)], dim=1))
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-neox"])
+def test_left_padded_attention_gives_each_row_its_unpadded_logits(name):
+    model = tiny(name)
+    rows = [ids(1, 7, seed=1), ids(1, 4, seed=2), ids(1, 6, seed=3)]
+    T = 7
+    pads = torch.tensor([T - r.shape[1] for r in rows])
+    batch = torch.cat([torch.cat([torch.zeros(1, p, dtype=torch.long), r], dim=1) for p, r in zip(pads.tolist(), rows)])
+    mask, position_ids = left_padded_attention(pads, T, T)
+    with torch.no_grad():
+        out = model(batch, position_ids=position_ids, mask=mask)
+        for i, (p, r) in enumerate(zip(pads.tolist(), rows)):
+            torch.testing.assert_close(out[i, p:], model(r)[0])
+
+
+def test_left_padded_decoding_with_the_kv_cache():
+    """Batched generation: prefill left-padded prompts, then decode a token per row from the cache."""
+    model = tiny("tiny-llama")
+    rows = [ids(1, 6, seed=1), ids(1, 3, seed=2)]
+    nxt = ids(2, 1, seed=4)
+    T, S = 6, 8
+    pads = torch.tensor([T - r.shape[1] for r in rows])
+    batch = torch.cat([torch.cat([torch.zeros(1, p, dtype=torch.long), r], dim=1) for p, r in zip(pads.tolist(), rows)])
+    with torch.no_grad():
+        model.set_kv_cache(batch_size=2, max_seq_length=S)
+        mask, position_ids = left_padded_attention(pads, T, S, input_pos=torch.arange(T))
+        model(batch, torch.arange(T), position_ids=position_ids, mask=mask)
+        pos = torch.tensor([T])
+        mask, position_ids = left_padded_attention(pads, 1, S, input_pos=pos)
+        step = model(nxt, pos, position_ids=position_ids, mask=mask)
+        model.clear_kv_cache()
+        for i, r in enumerate(rows):
+            torch.testing.assert_close(step[i, 0], model(torch.cat([r, nxt[i : i + 1]], dim=1))[0, -1])
+
+
+def test_sliding_window_mask():
+    window = 3
+    model = tiny("tiny-llama", sliding_window_size=window)
+    mask = model._attention_mask(torch.arange(6), None, torch.device("cpu"))[0, 0]
+    q, k = torch.meshgrid(torch.arange(6), torch.arange(6), indexing="ij")
+    assert torch.equal(mask, (k <= q) & (q - k < window))
+
+
+def test_sliding_window_limits_what_a_one_layer_model_sees():
+    """With one layer, position t sees only the last `window` tokens, and RoPE is relative, so its logits are those
+    of a forward over just those tokens."""
+    window, T = 3, 9
+    model = tiny("tiny-llama", n_layer=1, sliding_window_size=window)
+    idx = ids(1, T)
+    with torch.no_grad():
+        out = model(idx)
+        for t in range(window, T):
+            torch.testing.assert_close(out[0, t], model(idx[:, t - window + 1 : t + 1])[0, -1])
+        # ... which a full-attention model does not do
+        model.config.sliding_window_size = None
+        assert not torch.allclose(model(idx)[0, -1], out[0, -1], atol=1e-4)
+
+
+@pytest.mark.parametrize("n_query_groups", [1, 2, 4])
+def test_grouped_queries_match_multi_head_with_repeated_key_values(n_query_groups):
+    """GQA/MQA: query head h uses key/value group h // (n_head // n_query_groups) (repeat_interleave, as in
+    transformers' repeat_kv), so repeating each group's k/v rows gives an equivalent multi-head model."""
+    gqa = tiny("tiny-llama", n_query_groups=n_query_groups)
+    cfg = gqa.config
+    hs, nh, ng = cfg.head_size, cfg.n_head, cfg.n_query_groups
+    assert gqa.transformer.h[0].attn.attn.weight.shape == ((nh + 2 * ng) * hs, cfg.n_embd)
+    mha = GPT(Config.from_name("tiny-llama", n_query_groups=nh)).eval()
+    sd = dict(gqa.state_dict())
+    for i in range(cfg.n_layer):
+        q, k, v = sd[f"transformer.h.{i}.attn.attn.weight"].split((nh * hs, ng * hs, ng * hs))
+        k, v = (x.reshape(ng, hs, -1).repeat_interleave(nh // ng, dim=0).reshape(nh * hs, -1) for x in (k, v))
+        sd[f"transformer.h.{i}.attn.attn.weight"] = torch.cat((q, k, v))
+    mha.load_state_dict(sd)
+    idx = ids(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(gqa(idx), mha(idx))
+        gqa.set_kv_cache(batch_size=2, max_seq_length=10)
+        assert gqa.transformer.h[0].attn.kv_cache.k.shape == (2, ng, 10, hs)
+        torch.testing.assert_close(gqa(idx, torch.arange(8)), mha(idx))
+
+
+def test_kv_cache_errors():
+    model = tiny("tiny-llama")
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match="set_kv_cache"):
+            model(ids(1, 2), torch.arange(2))
+        model.set_kv_cache(batch_size=1, max_seq_length=4)
+        model(ids(1, 4), torch.arange(4))
+        with pytest.raises(ValueError, match="KV cache holds 4 positions, got position 4"):
+            model(ids(1, 1), torch.tensor([4]))
+        model.clear_kv_cache()
+        with pytest.raises(ValueError, match="longer than max_seq_length"):
+            model(ids(1, model.config.block_size + 1))
+
+
+def test_tied_embeddings_share_one_parameter():
+    model = tiny("tiny-llama", tie_embeddings=True)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert set(model.state_dict()) >= {"lm_head.weight", "transformer.wte.weight"}
