@@ -6,12 +6,15 @@ its examples in two flat int32 tensors with offsets, so a shard of 100k examples
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
-from lit_gpt.utils import UserError, atomic_save
+from lit_gpt.utils import UserError, atomic_path, atomic_save
 
 SHARD_FORMAT = "lit_gpt.shard/1"
 IGNORE_INDEX = -100
@@ -97,3 +100,285 @@ class SplitDataset(Sequence):
 
     def lengths(self) -> torch.Tensor:
         return torch.cat([s.lengths() for s in self.shards])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Prompt formatting and tokenization: a record is a list of turns, rendered with the model's chat template when the
+# tokenizer has one and an Alpaca-style template otherwise; only assistant turns carry labels.
+
+ROLES = ("system", "user", "assistant")
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
+
+
+def check_turns(turns: object) -> list[dict]:
+    """The turns of one record, validated and with content stripped; raises ValueError naming what is wrong.
+
+    A record is an optional system turn, then user and assistant turns alternating, starting with a user turn
+    and holding at least one assistant turn; every content is a non-empty string.
+    """
+    if not isinstance(turns, list) or not turns:
+        raise ValueError("turns must be a non-empty list")
+    out = []
+    for i, t in enumerate(turns):
+        if not isinstance(t, dict) or "role" not in t or "content" not in t:
+            raise ValueError(f"turn {i} must be an object with 'role' and 'content'")
+        role, content = t["role"], t["content"]
+        if role not in ROLES:
+            raise ValueError(f"turn {i}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if not isinstance(content, str):
+            raise ValueError(f"turn {i}: {role} content must be a string, got {type(content).__name__}")
+        content = content.strip()
+        if not content:
+            raise ValueError(f"turn {i}: empty {role} content")
+        out.append({"role": role, "content": content})
+    body = out[1:] if out[0]["role"] == "system" else out
+    for i, t in enumerate(body):
+        if t["role"] != ("user" if i % 2 == 0 else "assistant"):
+            raise ValueError("roles must be an optional system turn, then user/assistant alternating from user")
+    if len(body) < 2:
+        raise ValueError("no assistant turn")
+    return out
+
+
+def alpaca_segments(turns: list[dict]) -> list[tuple[str, bool]]:
+    """(text, is_target) pieces of the Alpaca rendering; each target is followed by EOS (added by the encoder).
+
+    Every piece boundary sits after a newline and before stripped text, so tokenizing the pieces separately gives
+    the same ids as tokenizing the whole text with byte-level BPE.
+    """
+    system = turns[0]["content"] if turns[0]["role"] == "system" else ALPACA_PREAMBLE
+    body = turns[1:] if turns[0]["role"] == "system" else turns
+    segments, prefix = [], system + "\n\n"
+    for i in range(0, len(body) - 1, 2):
+        if i:
+            prefix = "\n\n"
+        segments.append((f"{prefix}### Instruction:\n{body[i]['content']}\n\n### Response:\n", False))
+        segments.append((body[i + 1]["content"], True))
+    return segments
+
+
+def alpaca_prompt(turns: list[dict]) -> str:
+    """The Alpaca prompt for generation: the record's turns (ending with a user turn) and the response header."""
+    text = "".join(t for t, _ in alpaca_segments(turns + [{"role": "assistant", "content": ""}]))
+    return text
+
+
+def chat_segments(tokenizer, turns: list[dict]) -> list[tuple[str, bool]]:
+    """(text, is_target) pieces of the chat-template rendering; targets are each assistant turn's content and its
+    end-of-turn token (e.g. `<|im_end|>`), found by rendering the conversation up to each assistant turn."""
+    full = tokenizer.apply_chat_template(turns, add_generation_prompt=False)
+    segments, pos = [], 0
+    for i, t in enumerate(turns):
+        if t["role"] != "assistant":
+            continue
+        start = tokenizer.apply_chat_template(turns[:i], add_generation_prompt=True)
+        end = full if i == len(turns) - 1 else tokenizer.apply_chat_template(turns[: i + 1], add_generation_prompt=False)
+        if not (full.startswith(start) and full.startswith(end) and pos <= len(start) < len(end)):
+            raise ValueError("the chat template does not render a conversation's prefix as a prefix of it")
+        target = end[len(start):].rstrip()  # whitespace after the end-of-turn token is formatting, not the answer
+        segments.append((full[pos:len(start)], False))
+        segments.append((target, True))
+        pos = len(start) + len(target)
+    segments.append((full[pos:], False))
+    return [s for s in segments if s[0]]
+
+
+class Encoder:
+    """Turns records into {"input_ids", "labels"} with one tokenizer; `encode` is what the worker processes run."""
+
+    def __init__(self, checkpoint_dir: Path | str, max_seq_length: int = 2048, template: str = "auto") -> None:
+        from lit_gpt.tokenizer import Tokenizer
+
+        self.tokenizer = Tokenizer(checkpoint_dir)
+        if template == "auto":
+            template = "chat" if self.tokenizer.chat_template else "alpaca"
+        if template not in ("chat", "alpaca"):
+            raise ValueError(f"template must be 'auto', 'chat' or 'alpaca', got {template!r}")
+        if template == "chat" and not self.tokenizer.chat_template:
+            raise UserError(f"{checkpoint_dir}: the tokenizer has no chat template (use template='alpaca')")
+        if template == "alpaca" and self.tokenizer.eos_id is None:
+            raise UserError(f"{checkpoint_dir}: the tokenizer has no EOS token to end responses with")
+        self.template, self.max_seq_length = template, max_seq_length
+        bos = self.tokenizer.bos_id
+        self.bos_text = self.tokenizer.decode([bos]) if bos is not None else None
+
+    def segments(self, turns: list[dict]) -> list[tuple[str, bool]]:
+        return chat_segments(self.tokenizer, turns) if self.template == "chat" else alpaca_segments(turns)
+
+    def encode(self, records: list[dict], check: int = 4) -> dict:
+        """Encodes records (dicts with "turns"); returns {"examples": [(ids, labels) or None], "errors": [str|None],
+        "truncated": int, "mismatch": int}. The first `check` records are also tokenized whole, to count records
+        whose piecewise tokenization differs from the whole-text one ("mismatch"; expected 0)."""
+        tok = self.tokenizer
+        all_segments, errors = [], []
+        for r in records:
+            try:
+                all_segments.append(self.segments(check_turns(r["turns"])))
+                errors.append(None)
+            except Exception as e:  # a template that rejects the conversation: reported, not fatal
+                all_segments.append([])
+                errors.append(f"cannot render: {e}")
+        if self.tokenizer.backend == "sentencepiece":
+            # SentencePiece encodes each chunk with a dummy-prefix space, so pieces are cut from the whole text's
+            # ids at the lengths of its prefixes instead (exact wherever a prefix tokenizes as a prefix).
+            flat = []
+            for segs in all_segments:
+                text = ""
+                for t, _ in segs:
+                    text += t
+                    flat.append(text)
+            prefix_ids = tok.encode_batch(flat, bos=False, eos=False) if flat else []
+            flat_pieces, k = [], 0
+            for segs in all_segments:
+                whole, start = prefix_ids[k + len(segs) - 1] if segs else [], 0
+                for j in range(len(segs)):
+                    end = max(start, min(len(prefix_ids[k + j]), len(whole)))
+                    flat_pieces.append(whole[start:end])
+                    start = end
+                k += len(segs)
+            flat_ids = iter(flat_pieces)
+            check = 0
+        else:
+            flat = [text for segs in all_segments for text, _ in segs]
+            flat_ids = iter(tok.encode_batch(flat, bos=False, eos=False)) if flat else iter(())
+        examples, truncated, mismatch = [], 0, 0
+        eos = [tok.eos_id] if self.template == "alpaca" else []
+        for n, (segs, err) in enumerate(zip(all_segments, errors)):
+            if err is not None:
+                examples.append(None)
+                continue
+            ids, labels = [], []
+            if tok.bos_id is not None and tok.use_bos and not (self.template == "chat" and segs[0][0].startswith(self.bos_text)):
+                ids.append(tok.bos_id)
+                labels.append(IGNORE_INDEX)
+            pieces = []
+            for text, is_target in segs:
+                seg_ids = next(flat_ids)
+                pieces.append(seg_ids)
+                ids.extend(seg_ids)
+                labels.extend(seg_ids if is_target else [IGNORE_INDEX] * len(seg_ids))
+                if is_target and eos:
+                    ids.extend(eos)
+                    labels.extend(eos)
+            if n < check:
+                whole = tok.encode_batch(["".join(t for t, _ in segs)], bos=False, eos=False)[0]
+                mismatch += whole != [i for p in pieces for i in p]
+            if len(ids) > self.max_seq_length:
+                truncated += 1
+                ids, labels = ids[: self.max_seq_length], labels[: self.max_seq_length]
+            if all(y == IGNORE_INDEX for y in labels):
+                examples.append(None)
+                errors[n] = f"no response tokens within max_seq_length={self.max_seq_length}"
+                continue
+            examples.append((ids, labels))
+        return {"examples": examples, "errors": errors, "truncated": truncated, "mismatch": mismatch}
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(checkpoint_dir: str, max_seq_length: int, template: str) -> None:
+    _WORKER["encoder"] = Encoder(checkpoint_dir, max_seq_length, template)
+
+
+def _worker_encode(records: list[dict]) -> dict:
+    out = _WORKER["encoder"].encode(records)
+    # Flat int32 arrays pickle far faster than lists of Python ints.
+    import numpy as np
+
+    kept = [e for e in out["examples"] if e is not None]
+    out["lengths"] = np.array([len(x) for x, _ in kept], dtype=np.int64)
+    out["ids"] = np.fromiter((i for x, _ in kept for i in x), dtype=np.int32, count=int(out["lengths"].sum()))
+    out["labels"] = np.fromiter((i for _, y in kept for i in y), dtype=np.int32, count=int(out["lengths"].sum()))
+    out["examples"] = [e is not None for e in out["examples"]]
+    return out
+
+
+def encode_records(
+    records: list[dict],
+    checkpoint_dir: Path | str,
+    max_seq_length: int = 2048,
+    template: str = "auto",
+    num_workers: int = 0,
+    chunk_size: int = 500,
+    desc: str = "tokenizing",
+) -> tuple[list[dict], dict]:
+    """Tokenizes records in `num_workers` processes (0: one per CPU, at most 8; 1: in this process).
+
+    Returns the examples (in record order, skipped records left out) and stats: records, tokens, target_tokens,
+    truncated, mismatch, and `skipped` as a list of (record index, reason).
+    """
+    import multiprocessing as mp
+
+    import numpy as np
+    from tqdm import tqdm
+
+    if num_workers <= 0:
+        num_workers = max(1, min(os.cpu_count() or 1, 8))
+    num_workers = max(1, min(num_workers, (len(records) + chunk_size - 1) // chunk_size))
+    chunks = [records[i : i + chunk_size] for i in range(0, len(records), chunk_size)]
+    args = (str(checkpoint_dir), max_seq_length, template)
+    if num_workers == 1:
+        _worker_init(*args)
+        results = map(_worker_encode, chunks)
+        pool = None
+    else:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        pool = ctx.Pool(num_workers, initializer=_worker_init, initargs=args)
+        results = pool.imap(_worker_encode, chunks)
+    examples, skipped = [], []
+    stats = {"records": 0, "tokens": 0, "target_tokens": 0, "truncated": 0, "mismatch": 0}
+    try:
+        with tqdm(total=len(records), desc=desc, unit="rec", disable=not records or None) as bar:
+            base = 0
+            for chunk, out in zip(chunks, results):
+                offsets = np.concatenate([[0], np.cumsum(out["lengths"])])
+                k = 0
+                for j, (ok, err) in enumerate(zip(out["examples"], out["errors"])):
+                    if not ok:
+                        skipped.append((base + j, err))
+                        continue
+                    a, b = offsets[k], offsets[k + 1]
+                    examples.append({"input_ids": out["ids"][a:b], "labels": out["labels"][a:b]})
+                    k += 1
+                stats["tokens"] += int(out["lengths"].sum())
+                stats["target_tokens"] += int((out["labels"] != IGNORE_INDEX).sum())
+                stats["truncated"] += out["truncated"]
+                stats["mismatch"] += out["mismatch"]
+                base += len(chunk)
+                bar.update(len(chunk))
+    finally:
+        if pool is not None:
+            pool.terminate()
+    stats["records"] = len(examples)
+    if stats["mismatch"]:
+        print(
+            f"warning: {stats['mismatch']} checked records tokenize differently piecewise than whole; "
+            "labels may be off by a token at turn boundaries",
+            file=sys.stderr,
+        )
+    return examples, {**stats, "skipped": skipped}
+
+
+def write_dataset(
+    out_dir: Path | str, splits: dict[str, list[dict]], stats: dict, shard_size: int = 100_000
+) -> dict[str, int]:
+    """Writes each split's examples as `<split>-NNNNN.pt` shards and `stats.json`; old shards are replaced."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, examples in splits.items():
+        for old in shard_paths(out_dir, split):
+            old.unlink()
+        for n, i in enumerate(range(0, max(len(examples), 1), shard_size)):
+            write_shard(examples[i : i + shard_size], out_dir / f"{split}-{n:05d}.pt")
+        counts[split] = len(examples)
+    write_json(stats, out_dir / "stats.json")
+    return counts
+
+
+def write_json(obj: object, path: Path | str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,75 @@
+"""Prepares LIMA (GAIR/lima): each record's "conversations" list alternates user and assistant turns."""
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+wd = Path(__file__).parent.parent.resolve()
+sys.path.append(str(wd))
+
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, iter_json_records, run_prepare, source_files  # noqa: E402
+from lit_gpt.utils import cli  # noqa: E402
+
+REPO_ID = "GAIR/lima"  # gated: accept its terms on the Hub and log in (huggingface-cli login) before downloading
+PATTERNS = ["train.jsonl"]
+
+
+def load(files: list[Path], max_records: Optional[int] = None, name: str = "lima") -> Loaded:
+    out = Loaded()
+    for f in files:
+        for where, obj in iter_json_records(f):
+            if max_records is not None and out.read >= max_records:
+                return out
+            out.read += 1
+            try:
+                if isinstance(obj, Exception):
+                    raise obj
+                if not isinstance(obj, dict) or "conversations" not in obj:
+                    raise RecordError("missing field 'conversations'")
+                conv = obj["conversations"]
+                if not isinstance(conv, list) or not all(isinstance(c, str) for c in conv):
+                    raise RecordError("field 'conversations' is not a list of strings")
+                if len(conv) < 2:
+                    raise RecordError("no assistant turn", f"{len(conv)} message(s)")
+                if len(conv) % 2:  # a trailing user message has no answer to learn from
+                    conv = conv[:-1]
+            except ValueError as e:
+                out.skip(where, e)
+                continue
+            turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": c} for i, c in enumerate(conv)]
+            out.add(where, name, turns)
+    return out
+
+
+def setup(
+    source: Optional[Path] = None,
+    repo_id: str = REPO_ID,
+    checkpoint_dir: Path = DEFAULT_CHECKPOINT,
+    out_dir: Path = Path("data/lima"),
+    val_fraction: float = 0.05,
+    seed: int = 42,
+    max_seq_length: int = 2048,
+    max_records: Optional[int] = None,
+    template: str = "auto",
+    num_workers: int = 0,
+) -> dict:
+    """Prepare LIMA for finetuning (multi-turn: every assistant turn is learned). LIMA is CC BY-NC-SA.
+
+    Args:
+        source: A local LIMA train.jsonl (or a dir holding it); if unset, `repo_id` is downloaded (gated: log in).
+        repo_id: The Hugging Face dataset to download when no `source` is given.
+        checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
+        out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+        val_fraction: Fraction of records held out for validation.
+        seed: Seed of the train/val shuffle.
+        max_seq_length: Examples longer than this many tokens are truncated (and counted).
+        max_records: Read at most this many source records (for quick runs).
+        template: "auto" (chat template if the tokenizer has one, else Alpaca), "chat" or "alpaca".
+        num_workers: Tokenizer processes (0: one per CPU, 1: no subprocesses).
+    """
+    loaded = load(source_files(source, repo_id, PATTERNS), max_records)
+    return run_prepare("lima", loaded, checkpoint_dir, out_dir, val_fraction, seed, max_seq_length, template, num_workers)
+
+
+if __name__ == "__main__":
+    cli(setup)
