@@ -97,6 +97,8 @@ class Tokenizer:
                 self.special_tokens_map[name] = self._piece(idx)
 
         template = config.get("chat_template")
+        if template is None and (checkpoint_dir / "chat_template.jinja").is_file():
+            template = (checkpoint_dir / "chat_template.jinja").read_text(encoding="utf-8")  # transformers >= 4.50
         if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
             named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
             template = named.get("default")

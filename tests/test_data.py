@@ -12,7 +12,6 @@ from lit_gpt.data import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOL = ROOT / "checkpoints" / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
 
 RECORDS = [
     {"turns": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."},
@@ -23,10 +22,9 @@ RECORDS = [
 ]
 
 
-def smol_dir() -> Path:
-    if not (SMOL / "tokenizer.json").is_file():
-        pytest.skip(f"{SMOL} is not converted yet")
-    return SMOL
+@pytest.fixture
+def smol_dir(smollm2_checkpoint) -> Path:
+    return smollm2_checkpoint
 
 
 @pytest.fixture
@@ -67,10 +65,10 @@ def check_examples(enc: Encoder, examples, records, end: str) -> None:
             assert ids == tok.encode_batch([text], bos=False)[0]
 
 
-def test_chat_template_masks_every_non_assistant_token():
-    enc = Encoder(smol_dir())
+def test_chat_template_masks_every_non_assistant_token(smol_dir):
+    enc = Encoder(smol_dir)
     assert enc.template == "chat"
-    examples, stats = encode_records(RECORDS, smol_dir(), num_workers=1)
+    examples, stats = encode_records(RECORDS, smol_dir, num_workers=1)
     assert stats["records"] == 3 and stats["mismatch"] == 0 and not stats["skipped"]
     check_examples(enc, examples, RECORDS, "<|im_end|>")
     # the user and system turns are in the input but carry no label

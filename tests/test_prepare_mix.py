@@ -14,7 +14,7 @@ from lit_gpt.data import SplitDataset
 from lit_gpt.utils import UserError
 from scripts.prepare_mix import main as mix_main
 from scripts.prepare_mix import setup as prepare_mix
-from tests.test_data import smol_dir
+from tests.test_data import smol_dir  # noqa: F401 (fixture)
 from tests.test_decontaminate import reference_contaminated
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_planted_eval_items_are_removed_and_nothing_else(shared_data, tmp_path):
+def test_planted_eval_items_are_removed_and_nothing_else(shared_data, tmp_path, smol_dir):
     rng = random.Random(0)
     # 4,900 clean records: GSM8K train, Dolly, MMLU dev; "clean" checked with the plain-Python reference
     gsm_train = [json.loads(line) for line in open(shared_data / "gsm8k/train.jsonl")]
@@ -81,7 +81,7 @@ def test_planted_eval_items_are_removed_and_nothing_else(shared_data, tmp_path):
             "cnn_dailymail": str(shared_data / "cnn_dailymail/test_first574.jsonl"), "bigbench": str(shared_data / "bigbench")}},
     }
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
-    manifest = prepare_mix(tmp_path / "mix.yaml", smol_dir(), tmp_path / "out", num_workers=2)
+    manifest = prepare_mix(tmp_path / "mix.yaml", smol_dir, tmp_path / "out", num_workers=2)
 
     clean_m, planted_m = manifest["sources"]
     assert planted_m["contaminated"] == 100 and planted_m["contaminated_by"] == {"gsm8k": 50, "mmlu": 50}
@@ -98,7 +98,7 @@ def test_planted_eval_items_are_removed_and_nothing_else(shared_data, tmp_path):
     assert len(SplitDataset(tmp_path / "out", "train")) + len(SplitDataset(tmp_path / "out", "val")) == clean_m["records_out"]
 
 
-def test_dedup_sampling_and_determinism(tmp_path):
+def test_dedup_sampling_and_determinism(tmp_path, smol_dir):
     rows = [chat(f"Tell me fact number {i} about the ocean and its many strange creatures.", f"Fact {i}: water is wet, number {i * 3}.")
             for i in range(40)]
     rows += [rows[0], rows[1]]  # exact duplicates
@@ -110,7 +110,7 @@ def test_dedup_sampling_and_determinism(tmp_path):
                        {"name": "b", "prepare": "jsonl", "source": str(tmp_path / "b.jsonl"), "args": {"messages_key": "messages"}, "records": 25}],
            "dedup": {"threshold": 0.8}}
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
-    m1 = prepare_mix(tmp_path / "mix.yaml", smol_dir(), tmp_path / "o1", num_workers=1)
+    m1 = prepare_mix(tmp_path / "mix.yaml", smol_dir, tmp_path / "o1", num_workers=1)
     a, b = m1["sources"]
     assert a["exact_duplicates"] == 3  # two copies, and the case/punctuation variant (equal once normalized)
     assert a["available"] == 40 and a["selected"] == 20
@@ -119,12 +119,12 @@ def test_dedup_sampling_and_determinism(tmp_path):
     kept = [json.loads(line) for line in open(tmp_path / "o1/records.jsonl")]
     val_ids = {r["id"] for r in kept if r["split"] == "val"}
     assert not val_ids & {r["id"] for r in kept if r["split"] == "train"}
-    m2 = prepare_mix(tmp_path / "mix.yaml", smol_dir(), tmp_path / "o2", num_workers=2)
+    m2 = prepare_mix(tmp_path / "mix.yaml", smol_dir, tmp_path / "o2", num_workers=2)
     assert (tmp_path / "o1/records.jsonl").read_text() == (tmp_path / "o2/records.jsonl").read_text()
     assert m1["sources"] == m2["sources"]
 
 
-def test_near_duplicates_dropped(tmp_path):
+def test_near_duplicates_dropped(tmp_path, smol_dir):
     base = ("The committee met on Tuesday to discuss the new budget for the school library and agreed to buy more books "
             "for the children. It also asked the head teacher to look for volunteers who could keep the library open "
             "after lessons, and it set aside a small sum for new chairs, two computers and a printer for the pupils.")
@@ -134,15 +134,15 @@ def test_near_duplicates_dropped(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", rows)
     cfg = {"val_fraction": 0, "sources": [{"name": "a", "prepare": "jsonl", "source": str(tmp_path / "a.jsonl"), "args": {"messages_key": "messages"}}]}
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
-    m = prepare_mix(tmp_path / "mix.yaml", smol_dir(), tmp_path / "o", num_workers=1)
+    m = prepare_mix(tmp_path / "mix.yaml", smol_dir, tmp_path / "o", num_workers=1)
     assert m["sources"][0]["near_duplicates"] == 1 and m["sources"][0]["records_out"] == 2
     dropped = [json.loads(line) for line in open(tmp_path / "o/dropped.jsonl")]
     assert dropped[0]["reason"] == "near duplicate" and dropped[0]["of"].endswith(":1")
 
 
-def test_demo_config_and_cli(tmp_path, monkeypatch, capsys):
+def test_demo_config_and_cli(tmp_path, monkeypatch, capsys, smol_dir):
     monkeypatch.chdir(ROOT)
-    mix_main(["--config", "examples/mix_demo.yaml", "--checkpoint_dir", str(smol_dir()), "--out_dir", str(tmp_path / "demo"),
+    mix_main(["--config", "examples/mix_demo.yaml", "--checkpoint_dir", str(smol_dir), "--out_dir", str(tmp_path / "demo"),
               "--num_workers", "1"])
     m = json.loads((tmp_path / "demo/manifest.json").read_text())
     sample = m["sources"][0]

@@ -12,7 +12,7 @@ from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
 from scripts import prepare_cnn_dailymail, prepare_dolly, prepare_flan, prepare_gsm8k, prepare_jsonl, prepare_lima
 from scripts import prepare_mmlu_style, prepare_oasst
-from tests.test_data import smol_dir
+from tests.test_data import smol_dir  # noqa: F401 (fixture)
 
 COMMON = dict(val_fraction=0.1, seed=1, max_seq_length=2048, num_workers=1)
 
@@ -29,8 +29,8 @@ def examples_with_records(out_dir: Path):
     return pairs
 
 
-def check_prepared(out_dir: Path, stats: dict, source_records: int, end: str = "<|im_end|>") -> list:
-    tok = Tokenizer(smol_dir())
+def check_prepared(checkpoint_dir: Path, out_dir: Path, stats: dict, source_records: int, end: str = "<|im_end|>") -> list:
+    tok = Tokenizer(checkpoint_dir)
     on_disk = json.loads((out_dir / "stats.json").read_text())
     assert on_disk == json.loads(json.dumps(stats))
     assert stats["read"] == source_records
@@ -59,10 +59,10 @@ def check_prepared(out_dir: Path, stats: dict, source_records: int, end: str = "
     return pairs
 
 
-def test_gsm8k_train(shared_data, tmp_path):
+def test_gsm8k_train(shared_data, tmp_path, smol_dir):
     src = shared_data / "gsm8k/train.jsonl"
-    stats = prepare_gsm8k.setup(source=src, checkpoint_dir=smol_dir(), out_dir=tmp_path, max_records=150, **COMMON)
-    pairs = check_prepared(tmp_path, stats, 150)
+    stats = prepare_gsm8k.setup(source=src, checkpoint_dir=smol_dir, out_dir=tmp_path, max_records=150, **COMMON)
+    pairs = check_prepared(smol_dir, tmp_path, stats, 150)
     rows = [json.loads(line) for line in open(src)][:150]
     by_question = {r["question"].strip(): r["answer"].strip() for r in rows}
     for _, rec in pairs:  # decodes back to the source fields
@@ -75,10 +75,10 @@ def test_gsm8k_clean_answer_format():
     assert prepare_gsm8k.format_answer(raw, "clean") == "Natalia sold 48/2 = 24 clips in May.\nAltogether 48+24 = 72.\nThe answer is 72."
 
 
-def test_dolly_json_array(shared_data, tmp_path):
+def test_dolly_json_array(shared_data, tmp_path, smol_dir):
     src = shared_data / "dolly/dolly_sample12_litgpt_fixture.json"
-    stats = prepare_dolly.setup(source=src, checkpoint_dir=smol_dir(), out_dir=tmp_path, **COMMON)
-    pairs = check_prepared(tmp_path, stats, 12)
+    stats = prepare_dolly.setup(source=src, checkpoint_dir=smol_dir, out_dir=tmp_path, **COMMON)
+    pairs = check_prepared(smol_dir, tmp_path, stats, 12)
     rows = json.loads(src.read_text())
     for _, rec in pairs:
         row = rows[int(rec["id"].rsplit("#", 1)[1])]
@@ -88,20 +88,20 @@ def test_dolly_json_array(shared_data, tmp_path):
         assert rec["turns"][1]["content"] == row["response"].strip()
 
 
-def test_cnn_dailymail(shared_data, tmp_path):
+def test_cnn_dailymail(shared_data, tmp_path, smol_dir):
     src = shared_data / "cnn_dailymail/validation_first668.jsonl"
-    stats = prepare_cnn_dailymail.setup(source=src, checkpoint_dir=smol_dir(), out_dir=tmp_path, max_records=12, **COMMON)
-    pairs = check_prepared(tmp_path, stats, 12)
+    stats = prepare_cnn_dailymail.setup(source=src, checkpoint_dir=smol_dir, out_dir=tmp_path, max_records=12, **COMMON)
+    pairs = check_prepared(smol_dir, tmp_path, stats, 12)
     rows = {json.loads(line)["highlights"].strip(): json.loads(line)["article"].strip() for line in list(open(src))[:12]}
     for _, rec in pairs:
         user, answer = rec["turns"][0]["content"], rec["turns"][1]["content"]
         assert user == f"###\nArticle: {rows[answer]}\n\nSummarize the above article in 3 sentences."
 
 
-def test_mmlu_style_helm_prompt(shared_data, tmp_path):
+def test_mmlu_style_helm_prompt(shared_data, tmp_path, smol_dir):
     src = shared_data / "mmlu/dev"
-    stats = prepare_mmlu_style.setup(source=src, checkpoint_dir=smol_dir(), out_dir=tmp_path, **COMMON)
-    pairs = check_prepared(tmp_path, stats, 85)
+    stats = prepare_mmlu_style.setup(source=src, checkpoint_dir=smol_dir, out_dir=tmp_path, **COMMON)
+    pairs = check_prepared(smol_dir, tmp_path, stats, 85)
     f = src / "philosophy_dev.csv"
     row = next(csv.reader(open(f, newline="")))
     rec = next(r for _, r in pairs if r["id"] == f"{f}:1")
@@ -111,10 +111,10 @@ def test_mmlu_style_helm_prompt(shared_data, tmp_path):
     assert rec["turns"][1]["content"] == row[5]
 
 
-def test_oasst_threads(shared_data, tmp_path):
+def test_oasst_threads(shared_data, tmp_path, smol_dir):
     src = shared_data / "oasst/en_100_tree.jsonl"
-    stats = prepare_oasst.setup(source=src, checkpoint_dir=smol_dir(), out_dir=tmp_path, **COMMON)
-    pairs = check_prepared(tmp_path, stats, 100)
+    stats = prepare_oasst.setup(source=src, checkpoint_dir=smol_dir, out_dir=tmp_path, **COMMON)
+    pairs = check_prepared(smol_dir, tmp_path, stats, 100)
     # trees 1, 7, 30, 46 and 93 were written by a model (synthetic: true): reported, not used
     assert stats["skipped"]["reasons"] == {"synthetic prompt": 5}
     by_id = {r["id"]: r for _, r in pairs}
@@ -176,7 +176,7 @@ def test_oasst_language_rank_deleted_and_flat_format(shared_data, tmp_path):
     assert sorted(r["message_ids"] for r in a.records) == sorted(r["message_ids"] for r in b.records)
 
 
-def test_malformed_records_are_reported_with_file_and_line(tmp_path, capsys):
+def test_malformed_records_are_reported_with_file_and_line(tmp_path, capsys, smol_dir):
     src = tmp_path / "bad.jsonl"
     src.write_text("\n".join([
         json.dumps({"instruction": "Say hi.", "response": "Hi!"}),
@@ -187,7 +187,7 @@ def test_malformed_records_are_reported_with_file_and_line(tmp_path, capsys):
         json.dumps(["not", "an", "object"]),
         json.dumps({"instruction": "Fine too.", "response": "Yes."}),
     ]) + "\n")
-    stats = prepare_dolly.setup(source=src, checkpoint_dir=smol_dir(), out_dir=tmp_path / "out", **COMMON)
+    stats = prepare_dolly.setup(source=src, checkpoint_dir=smol_dir, out_dir=tmp_path / "out", **COMMON)
     err = capsys.readouterr().err
     for line, reason in [(2, "bad JSON line"), (3, "missing field 'response'"), (4, "empty 'response'"),
                          (5, "field 'response' is not a string: got int"), (6, "record is not a JSON object")]:

@@ -279,3 +279,19 @@ def test_errors_name_the_file(tmp_path):
     (d / "tokenizer_config.json").write_text("{not json")
     with pytest.raises(UserError, match=r"tokenizer_config.json: not valid JSON"):
         Tokenizer(d)
+
+
+def test_chat_template_from_chat_template_jinja(smollm2_checkpoint, tmp_path):
+    """transformers >= 4.50 saves the template beside tokenizer_config.json instead of inside it."""
+    import shutil
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(smollm2_checkpoint / name, tmp_path / name)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    template = config.pop("chat_template")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert Tokenizer(tmp_path).chat_template is None
+    (tmp_path / "chat_template.jinja").write_text(template)
+    tok = Tokenizer(tmp_path)
+    messages = [{"role": "user", "content": "Hi"}]
+    assert tok.apply_chat_template(messages) == Tokenizer(smollm2_checkpoint).apply_chat_template(messages)
