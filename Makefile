@@ -26,7 +26,10 @@ $(CKPT)/lit_model.pth: $(VENV)/.installed
 	$(BIN)/python scripts/convert_gguf_checkpoint.py --checkpoint_dir $(CKPT)
 
 demo: $(CKPT)/lit_model.pth
+	@echo "== 1. the converted model answers a question"
 	$(BIN)/python generate/base.py --checkpoint_dir $(CKPT) --prompt "What is the capital of France?" --max_new_tokens 40
+	@echo "== 2. a tiny data mix: dedup, decontamination, tokenized shards"
+	$(BIN)/python scripts/prepare_mix.py --config examples/mix_demo.yaml --checkpoint_dir $(CKPT) --out_dir data/demo_mix
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
