@@ -1,0 +1,48 @@
+"""Several eval runs side by side: one table column and one chart series per run.
+
+    python eval/compare.py --runs out/eval/base,out/eval/finetuned --out out/eval/compare
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+wd = Path(__file__).parent.parent.resolve()
+sys.path.append(str(wd))
+
+from eval.report import load_results, write_report  # noqa: E402
+from lit_gpt.utils import UserError, cli  # noqa: E402
+
+
+def main(runs: str, out: Path = Path("out/eval/compare"), names: Optional[str] = None) -> str:
+    """Writes compare.md and compare.png with one column per run.
+
+    Args:
+        runs: Comma-separated results.json files or the directories holding them (eval/run.py --out).
+        out: Output directory.
+        names: Comma-separated column titles, one per run. Default: each run's stored name (made unique).
+    """
+    paths = [Path(p.strip()) for p in runs.split(",") if p.strip()]
+    if not paths:
+        raise UserError("--runs needs at least one results.json or directory")
+    titles = [n.strip() for n in names.split(",")] if names else []
+    if titles and len(titles) != len(paths):
+        raise UserError(f"--names has {len(titles)} titles for {len(paths)} runs")
+    columns: dict[str, dict] = {}
+    for i, path in enumerate(paths):
+        data = load_results(path)
+        title = titles[i] if titles else data.get("name") or path.name
+        while title in columns:  # two runs of the same checkpoint
+            title = f"{title} ({path.name if path.is_dir() else path.parent.name})" if title == data.get("name") else f"{title}'"
+        columns[title] = data
+    md, png = write_report(columns, Path(out), stem="compare")
+    text = md.read_text(encoding="utf-8")
+    print(text)
+    print(f"wrote {md} and {png}", file=sys.stderr)
+    return text
+
+
+if __name__ == "__main__":
+    cli(main, as_positional=False)

@@ -1,0 +1,69 @@
+"""MMLU as HELM runs it: `mmlu:subject=S,method=multiple_choice_joint` (5-shot from dev, letter exact match).
+
+Local layout: <data_dir>/mmlu/{dev,val,test}/<subject>_<split>.csv (no header: question, A, B, C, D, answer letter).
+HELM reads dev (train), val (valid) and test (test) in that order; a missing split is skipped, as in HELM. The
+shared data has no val/, so eval instances come from test only (HELM also samples from val) and instance ids
+(which seed the perturbations) are offset accordingly.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from eval.helm import TEST, TRAIN, VALID, AdapterSpec, Instance, RequestState, multiple_choice_joint_spec
+from eval.metrics import exact_match, quasi_exact_match
+
+SPLITS = {"dev": TRAIN, "val": VALID, "test": TEST}
+
+
+def subjects(data_dir: Path) -> list[str]:
+    return sorted(p.name[: -len("_test.csv")] for p in (Path(data_dir) / "mmlu" / "test").glob("*_test.csv"))
+
+
+def read_csv(path: Path, split: str) -> list[Instance]:
+    instances = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, row in enumerate(csv.reader(f), 1):
+            if len(row) < 3 or row[-1] not in ("A", "B", "C", "D", "E"):
+                raise ValueError(f"{path}:{lineno}: expected question, options and an answer letter A-E, got {row!r}")
+            question, answers, answer = row[0], row[1:-1], row[-1]
+            correct_text = dict(zip("ABCDE", answers))[answer]
+            # HELM marks every option whose text equals the correct one (duplicates included).
+            correct = tuple(i for i, a in enumerate(answers) if a == correct_text)
+            instances.append(Instance(question, tuple(answers), correct, split))
+    return instances
+
+
+def load_subject(data_dir: Path, subject: str) -> list[Instance]:
+    instances: list[Instance] = []
+    for folder, split in SPLITS.items():
+        path = Path(data_dir) / "mmlu" / folder / f"{subject}_{folder}.csv"
+        if path.is_file():
+            instances += read_csv(path, split)
+    return instances
+
+
+def spec(subject: str) -> AdapterSpec:
+    return multiple_choice_joint_spec(
+        f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.",
+        input_noun="Question",
+        output_noun="Answer",
+    )
+
+
+def scenarios(data_dir: Path, subject: str = "all") -> dict[str, tuple[list[Instance], AdapterSpec]]:
+    names = subjects(data_dir) if subject == "all" else subject.split(",")
+    if not names:
+        raise FileNotFoundError(f"{Path(data_dir) / 'mmlu' / 'test'}: no <subject>_test.csv files")
+    return {f"mmlu:subject={s}": (load_subject(data_dir, s), spec(s)) for s in names}
+
+
+def score(state: RequestState) -> dict[str, float]:
+    """HELM maps the stripped completion through the letter -> option mapping and compares option texts."""
+    pred = state.output_mapping.get((state.completion or "").strip())
+    golds = [state.instance.references[i] for i in state.instance.correct]
+    return {
+        "exact_match": max(exact_match(g, pred) for g in golds),
+        "quasi_exact_match": max(quasi_exact_match(g, pred) for g in golds),
+    }

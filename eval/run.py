@@ -1,0 +1,213 @@
+"""Evaluate a checkpoint (or a challenge server) on the challenge's HELM tasks, offline.
+
+    python eval/run.py --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct \
+        --tasks mmlu,truthfulqa,bbq,cnn_dm,gsm8k,bigbench --limit 20 --out out/eval/smollm2
+
+Writes <out>/results.json (every metric per run and per family), <out>/predictions.jsonl (one line per request),
+<out>/results.md (the score table) and <out>/results.png (a bar chart).
+
+Each family follows HELM's run specs (see the modules): the same prompts, in-context examples, eval instance
+sampling (`--limit` is HELM's max_eval_instances: a seeded sample per run, the same for every model), stop
+sequences, max tokens and metrics. MMLU and TruthfulQA also run HELM's canonical perturbations
+(data_augmentation=canonical, as in the challenge's run specs) for the Robustness / Fairness rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+wd = Path(__file__).parent.parent.resolve()
+sys.path.append(str(wd))
+
+from tqdm import tqdm  # noqa: E402
+
+from eval import bbq, bigbench, cnn_dm, gsm8k, mmlu, truthfulqa  # noqa: E402
+from eval.backends import HTTPBackend, InProcessBackend, mc_decided  # noqa: E402
+from eval.helm import (  # noqa: E402
+    MULTIPLE_CHOICE_JOINT, NEURIPS_CONTEXT_WINDOW, adapt, downsample_eval_instances, with_instance_ids,
+)
+from eval.metrics import worst_case  # noqa: E402
+from eval.perturbations import augment, canonical  # noqa: E402
+from eval.report import write_report  # noqa: E402
+from lit_gpt.utils import UserError, atomic_path, cli  # noqa: E402
+
+FAMILIES = {"mmlu": mmlu, "truthfulqa": truthfulqa, "bbq": bbq, "cnn_dm": cnn_dm, "gsm8k": gsm8k, "bigbench": bigbench}
+# The metric each family's robustness/fairness rows are computed on.
+MAIN_METRIC = {"mmlu": "exact_match", "truthfulqa": "exact_match", "bbq": "exact_match", "cnn_dm": "rouge_2",
+               "gsm8k": "final_number_exact_match", "bigbench": "exact_match"}
+DEFAULT_PERTURBED = "mmlu,truthfulqa"
+
+
+def parse_list(value: str, known, what: str) -> list[str]:
+    items = [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in items if t not in known]
+    if unknown:
+        raise UserError(f"unknown {what} {unknown}; choose from {', '.join(known)}")
+    return items
+
+
+def evaluate_run(name, family, instances, spec, backend, limit, perturbations, context_window, seen, pred_file):
+    """Adapt, complete and score one HELM run; returns its metrics."""
+    instances = downsample_eval_instances(with_instance_ids(instances), limit)
+    if perturbations:
+        instances = augment(instances, perturbations)
+    states = adapt(spec, instances, backend.count_tokens, context_window, backend.truncate)
+    deciders = [
+        mc_decided(s.output_mapping) if spec.method == MULTIPLE_CHOICE_JOINT and s.request.max_tokens > 1 else None
+        for s in states
+    ]
+    with tqdm(total=len(states), desc=name, leave=False, file=sys.stderr) as bar:
+        completions = backend.complete([s.request for s in states], bar.update, deciders)
+    module = FAMILIES[family]
+    rows = []
+    for s, c in zip(states, completions):
+        s.completion = c
+        scores = module.score(s)
+        rows.append((s, scores))
+        pred_file.write(json.dumps({
+            "run": name, "id": s.instance.id, "perturbation": s.instance.perturbation, "completion": c,
+            "num_train_instances": s.num_train_instances, **scores,
+        }) + "\n")
+    originals = [sc for s, sc in rows if s.instance.perturbation is None]
+    metrics = {k: sum(sc[k] for sc in originals) / len(originals) for k in originals[0]} if originals else {}
+    metrics["num_instances"] = len(originals)
+    metrics["num_train_instances"] = sum(s.num_train_instances for s, _ in rows) / max(1, len(rows))
+    if perturbations:
+        kinds = {n: kind for n, (kind, _, _) in perturbations.items()}
+        key = MAIN_METRIC[family]
+        wc = worst_case([(s.instance.id, s.instance.perturbation, sc[key]) for s, sc in rows], kinds)
+        metrics[f"{key} (robustness)"] = wc["robustness"]
+        metrics[f"{key} (fairness)"] = wc["fairness"]
+        metrics["num_perturbed_instances"] = sum(1 for s, _ in rows if s.instance.perturbation is not None)
+    if hasattr(module, "summarize"):
+        metrics.update(module.summarize([s for s, _ in rows]))
+    seen[name] = len(states)
+    return metrics
+
+
+def main(
+    checkpoint_dir: Optional[Path] = None,
+    server_url: Optional[str] = None,
+    tasks: str = "mmlu,truthfulqa,bbq,cnn_dm,gsm8k,bigbench",
+    limit: Optional[int] = None,
+    out: Path = Path("out/eval"),
+    data_dir: Path = wd.parent / "shared" / "data",
+    perturb: str = DEFAULT_PERTURBED,
+    misspellings_file: Optional[Path] = None,
+    dialect_file: Optional[Path] = None,
+    mmlu_subjects: str = "all",
+    bigbench_tasks: str = "all",
+    context_window: int = NEURIPS_CONTEXT_WINDOW,
+    cnn_dm_temperature: float = 0.3,
+    name: Optional[str] = None,
+    device: str = "cpu",
+    precision: Optional[str] = None,
+    batch_tokens: int = 8192,
+    seed: int = 1234,
+) -> dict:
+    """Runs the challenge's HELM tasks on local data and writes results.json, predictions.jsonl, results.md and results.png.
+
+    Args:
+        checkpoint_dir: A converted (or merged) checkpoint dir to evaluate in this process.
+        server_url: Instead of a checkpoint: a challenge server (e.g. http://localhost:8080) to query as HELM does.
+        tasks: Comma-separated families: mmlu, truthfulqa, bbq, cnn_dm, gsm8k, bigbench.
+        limit: HELM's max_eval_instances: at most this many eval instances per run (per MMLU subject, per BIG-bench
+            task), sampled with HELM's seed. Default: all.
+        out: Output directory.
+        data_dir: The shared data directory (its MANIFEST.md describes the layout).
+        perturb: Families that also run HELM's canonical perturbations (robustness and fairness rows); "" for none.
+        misspellings_file: HELM's correct_to_misspelling.json, for HELM-identical misspellings (default: our subset).
+        dialect_file: HELM's SAE_to_AAVE_mapping.json, for HELM-identical dialect substitution (default: our subset).
+        mmlu_subjects: Comma-separated MMLU subjects, or "all" (every subject in <data_dir>/mmlu/test).
+        bigbench_tasks: Comma-separated BIG-bench tasks (e.g. "snarks,logical_deduction/three_objects"), or "all".
+        context_window: Tokens a prompt plus its completion may use; HELM drops in-context examples to fit.
+            2048 is what the challenge's neurips/local deployment declares.
+        cnn_dm_temperature: HELM's summarization_cnndm samples at 0.3; 0 makes it greedy.
+        name: Column title in the table. Default: the checkpoint dir's name or the server URL.
+        device: Device for the in-process model.
+        precision: "32-true", "bf16-true", ... Default: bf16-true on a GPU that has it, else 32-true.
+        batch_tokens: Token budget of one batch when scoring single-token answers in process.
+        seed: Seed of sampled generations (CNN/DailyMail at temperature 0.3).
+    """
+    if (checkpoint_dir is None) == (server_url is None):
+        raise UserError("give exactly one of --checkpoint_dir and --server_url")
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be at least 1")
+    families = parse_list(tasks, FAMILIES, "task")
+    perturbed = set(parse_list(perturb, FAMILIES, "perturbed family")) if perturb else set()
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"--data_dir {str(data_dir)!r} does not exist")
+    for f in (misspellings_file, dialect_file):
+        if f is not None and not Path(f).is_file():
+            raise UserError(f"{f}: no such file")
+
+    if server_url:
+        backend = HTTPBackend(server_url)
+    else:
+        import torch
+
+        torch.set_float32_matmul_precision("high")
+        backend = InProcessBackend(checkpoint_dir, device=device, precision=precision, batch_tokens=batch_tokens, seed=seed)
+    name = name or (Path(checkpoint_dir).name if checkpoint_dir else server_url)
+    perturbations = canonical(misspellings_file, dialect_file)
+
+    loaders = {
+        "mmlu": lambda: mmlu.scenarios(data_dir, mmlu_subjects),
+        "truthfulqa": lambda: truthfulqa.scenarios(data_dir),
+        "bbq": lambda: bbq.scenarios(data_dir),
+        "cnn_dm": lambda: cnn_dm.scenarios(data_dir, temperature=cnn_dm_temperature),
+        "gsm8k": lambda: gsm8k.scenarios(data_dir),
+        "bigbench": lambda: bigbench.scenarios(data_dir, bigbench_tasks),
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {
+        "name": name,
+        "config": {"checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None, "server_url": server_url,
+                   "tasks": families, "limit": limit, "perturb": sorted(perturbed), "data_dir": str(data_dir),
+                   "context_window": context_window, "cnn_dm_temperature": cnn_dm_temperature, "seed": seed,
+                   "misspellings_file": str(misspellings_file) if misspellings_file else None,
+                   "dialect_file": str(dialect_file) if dialect_file else None},
+        "runs": {}, "families": {}, "notes": [],
+    }
+    if "bbq" in families:
+        missing = bbq.load(data_dir)[1]
+        if missing:
+            results["notes"].append(f"BBQ categories missing from {data_dir / 'bbq'}: {', '.join(missing)}")
+    t0 = time.perf_counter()
+    seen: dict[str, int] = {}
+    with atomic_path(out / "predictions.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as pred_file:
+        for family in families:
+            try:
+                runs = loaders[family]()
+            except (FileNotFoundError, ValueError) as e:
+                raise UserError(f"{family}: {e}") from e
+            fam_metrics: dict[str, list[float]] = {}
+            for run_name, (instances, spec) in tqdm(runs.items(), desc=family, file=sys.stderr):
+                metrics = evaluate_run(run_name, family, instances, spec, backend, limit,
+                                       perturbations if family in perturbed else None, context_window, seen, pred_file)
+                results["runs"][run_name] = {"family": family, **metrics}
+                for k, v in metrics.items():
+                    fam_metrics.setdefault(k, []).append(v)
+            # HELM's group score: the mean over the family's runs.
+            results["families"][family] = {k: sum(v) / len(v) for k, v in fam_metrics.items()}
+            results["families"][family]["num_runs"] = len(runs)
+            pred_file.flush()
+    results["seconds"] = time.perf_counter() - t0
+    results["num_requests"] = sum(seen.values())
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    md, png = write_report({name: results}, out)
+    print(md.read_text(encoding="utf-8"))
+    print(f"wrote {out / 'results.json'}, {md}, {png} ({results['num_requests']} requests, "
+          f"{results['seconds']:.0f}s)", file=sys.stderr)
+    return results
+
+
+if __name__ == "__main__":
+    cli(main, as_positional=False)

@@ -1,0 +1,89 @@
+"""eval/run.py end to end on a tiny model over a small copy of the shared data layout (all six families)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_gpt.config import Config
+from lit_gpt.model import GPT
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOLLM2 = ROOT / "checkpoints" / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    """A 2-layer model with SmolLM2's real tokenizer."""
+    if not (SMOLLM2 / "tokenizer.json").is_file():
+        pytest.skip(f"{SMOLLM2} is absent")
+    ckpt = tmp_path / "tiny"
+    ckpt.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        if (SMOLLM2 / name).is_file():
+            shutil.copy(SMOLLM2 / name, ckpt / name)
+    config = Config(name="tiny", block_size=4096, vocab_size=49152, padded_vocab_size=49152, n_layer=2, n_head=2,
+                    n_embd=16, bias=False, norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=32,
+                    tie_embeddings=True)
+    torch.manual_seed(0)
+    torch.save(GPT(config).state_dict(), ckpt / "lit_model.pth")
+    config.save(ckpt)
+    return ckpt
+
+
+@pytest.fixture
+def small_data(shared_data, tmp_path) -> Path:
+    """The shared layout with two MMLU subjects and two BIG-bench tasks (the rest linked as is)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for sub in ("truthfulqa", "bbq", "cnn_dailymail", "gsm8k"):
+        (data / sub).symlink_to(shared_data / sub)
+    for split in ("dev", "test"):
+        (data / "mmlu" / split).mkdir(parents=True)
+        for subject in ("philosophy", "high_school_geography"):
+            (data / "mmlu" / split / f"{subject}_{split}.csv").symlink_to(shared_data / "mmlu" / split / f"{subject}_{split}.csv")
+    for task in ("snarks", "logical_deduction/three_objects"):
+        (data / "bigbench" / task).mkdir(parents=True)
+        (data / "bigbench" / task / "task.json").symlink_to(shared_data / "bigbench" / task / "task.json")
+    return data
+
+
+def test_run_writes_results_table_and_chart(tiny_checkpoint, small_data, tmp_path):
+    from eval.compare import main as compare
+    from eval.run import main as run
+
+    out = tmp_path / "out"
+    results = run(checkpoint_dir=tiny_checkpoint, limit=1, out=out, data_dir=small_data, cnn_dm_temperature=0.0)
+    assert set(results["families"]) == {"mmlu", "truthfulqa", "bbq", "cnn_dm", "gsm8k", "bigbench"}
+    assert results["families"]["mmlu"]["num_runs"] == 2 and results["families"]["bigbench"]["num_runs"] == 2
+    for fam in ("mmlu", "truthfulqa"):
+        assert "exact_match (robustness)" in results["families"][fam]
+        assert "exact_match (fairness)" in results["families"][fam]
+    assert "bbq_metric_ambiguous_bias" in results["families"]["bbq"]
+    assert any("Gender_identity" in n for n in results["notes"])
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["families"] == json.loads(json.dumps(results["families"]))
+    table = (out / "results.md").read_text()
+    for row in ("MMLU - EM", "CNN/DailyMail - ROUGE-2", "TruthfulQA - EM", "BBQ - EM", "GSM8K - EM", "BIG-bench - EM",
+                "MMLU - EM (Robustness)", "TruthfulQA - EM (Fairness)"):
+        assert row in table
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert {p["run"] for p in preds} >= {"gsm", "summarization_cnndm", "bbq:subject=all"}
+    assert any(p["perturbation"] for p in preds)
+
+    text = compare(runs=f"{out},{out / 'results.json'}", out=tmp_path / "cmp", names="a,b")
+    assert text.splitlines()[0].endswith("|a|b|")
+    assert (tmp_path / "cmp" / "compare.png").is_file()
+
+
+def test_run_user_errors(tmp_path):
+    from eval.run import main as run
+    from lit_gpt.utils import UserError
+
+    with pytest.raises(UserError, match="exactly one"):
+        run(out=tmp_path)
+    with pytest.raises(UserError, match="unknown task"):
+        run(server_url="http://x", tasks="mmlu,nope", out=tmp_path)
