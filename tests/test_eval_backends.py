@@ -131,13 +131,9 @@ def test_http_backend_speaks_helm_schema_and_matches_in_process():
     assert handler.bodies[1][1]["stop_sequences"] == ["\n"] and handler.bodies[1][1]["max_new_tokens"] == 12
 
 
-SMOLLM2 = Path(__file__).resolve().parents[1] / "checkpoints" / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
-
-
-def test_http_backend_against_submission_server():
+def test_http_backend_against_submission_server(smollm2_checkpoint):
     """The challenge server (submission/main.py) answers our HTTP backend as the in-process model does."""
-    if not (SMOLLM2 / "lit_model.pth").is_file():
-        pytest.skip(f"{SMOLLM2} is absent (scripts/convert_gguf_checkpoint.py writes it)")
+    SMOLLM2 = smollm2_checkpoint
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 

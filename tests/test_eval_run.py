@@ -11,14 +11,10 @@ from lit_gpt.config import Config
 from lit_gpt.model import GPT
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOLLM2 = ROOT / "checkpoints" / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
-
-
 @pytest.fixture
-def tiny_checkpoint(tmp_path) -> Path:
+def tiny_checkpoint(tmp_path, smollm2_checkpoint) -> Path:
     """A 2-layer model with SmolLM2's real tokenizer."""
-    if not (SMOLLM2 / "tokenizer.json").is_file():
-        pytest.skip(f"{SMOLLM2} is absent")
+    SMOLLM2 = smollm2_checkpoint
     ckpt = tmp_path / "tiny"
     ckpt.mkdir()
     for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
