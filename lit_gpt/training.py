@@ -1,0 +1,187 @@
+"""Helpers the training scripts share: LR schedule, time budget, RNG state, checkpoint directories, throughput."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import resource
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from lit_gpt.utils import UserError
+
+STEP_DIR_RE = re.compile(r"^step-(\d{6,})$")
+
+
+# ----------------------------------------------------------------------------- schedule and time budget
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1) -> float:
+    """Linear warmup over `warmup_steps`, then cosine decay to `min_lr_ratio * base_lr` at `total_steps`.
+    `step` counts from 1 (the first optimizer step)."""
+    if warmup_steps > 0 and step <= warmup_steps:
+        return base_lr * step / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return base_lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def parse_duration(text: str) -> float:
+    """'23:30:00' (HH:MM:SS), 'DD:HH:MM:SS' or a number of seconds -> seconds."""
+    parts = text.strip().split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if not values or len(values) > 4 or any(v < 0 for v in values):
+        raise UserError(f"--max_time {text!r}: expected HH:MM:SS, DD:HH:MM:SS or seconds")
+    seconds = 0.0
+    for v, unit in zip(reversed(values), (1, 60, 3600, 86400)):
+        seconds += v * unit
+    return seconds
+
+
+def plan_total_steps(
+    step: int, elapsed: float, step_time: float, budget: float, reserve: float, max_steps: int
+) -> int:
+    """How many optimizer steps fit in the time budget: the steps done plus what the remaining time (minus a
+    reserve for the final checkpoint) allows at the measured seconds per step, capped by `max_steps`."""
+    left = budget - elapsed - reserve
+    return max(step, min(max_steps, step + int(left // max(step_time, 1e-9))))
+
+
+# ----------------------------------------------------------------------------- NEFTune
+def add_neftune_hook(model: torch.nn.Module, alpha: float) -> torch.utils.hooks.RemovableHandle:
+    """NEFTune (Jain et al. 2023): uniform noise of scale alpha / sqrt(T * d) on the token embeddings, only while
+    the model is in training mode. A forward hook on `transformer.wte`, so the model code stays untouched."""
+
+    def hook(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        if not module.training:
+            return output
+        magnitude = alpha / math.sqrt(output.shape[-2] * output.shape[-1])
+        return output + torch.empty_like(output).uniform_(-magnitude, magnitude)
+
+    return model.transformer.wte.register_forward_hook(hook)
+
+
+# ----------------------------------------------------------------------------- RNG state
+def capture_rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    try:
+        import numpy as np
+
+        state["numpy"] = np.random.get_state()
+    except ImportError:
+        pass
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "numpy" in state:
+        import numpy as np
+
+        np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- checkpoint directories
+def step_dir(out_dir: Path, step: int) -> Path:
+    return out_dir / f"step-{step:06d}"
+
+
+def complete_checkpoints(out_dir: Path, required: tuple[str, ...]) -> list[tuple[int, Path]]:
+    """(step, dir) of every checkpoint dir holding all `required` files, oldest first. A checkpoint dir only gets
+    its final name once fully written (see `commit_dir`), so anything named step-N is complete."""
+    found = []
+    if out_dir.is_dir():
+        for p in out_dir.iterdir():
+            m = STEP_DIR_RE.match(p.name)
+            if m and p.is_dir() and all((p / f).is_file() for f in required):
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh temporary dir beside `final` to write a checkpoint into before `commit_dir`."""
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit_dir(tmp: Path, final: Path) -> None:
+    """Makes a fully written staging dir visible under its final name in one rename (replacing an older one)."""
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_staging(out_dir: Path) -> list[Path]:
+    """Deletes staging dirs and temp files a killed run left behind; returns what was removed."""
+    removed = []
+    if out_dir.is_dir():
+        for p in out_dir.iterdir():
+            if p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                removed.append(p)
+    return removed
+
+
+# ----------------------------------------------------------------------------- throughput and memory
+# Dense bf16 tensor-core peak of GPUs the challenge uses, for the MFU estimate.
+GPU_PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12, "4090": 165.2e12, "A10G": 125e12, "L4": 121e12}
+
+
+def peak_flops(device: torch.device) -> Optional[float]:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
+
+
+def lora_flops_per_token(n_frozen: int, n_trainable: int, n_layer: int, n_embd: int, seq_len: int) -> float:
+    """Forward (2N) plus backward through the activations (2N) for every weight, weight gradients (2N) only for
+    the trainable ones, plus attention scores (2 * 2 * n_layer * seq_len * n_embd forward, twice that backward)."""
+    n = n_frozen + n_trainable
+    attention = 12 * n_layer * seq_len * n_embd
+    return 4 * n + 2 * n_trainable + attention
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA: peak allocated tensor memory; CPU: the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS. /proc's VmHWM is per address space; getrusage's ru_maxrss survives exec, so a
+    subprocess would report its parent's peak if the parent was bigger."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux

@@ -1,0 +1,46 @@
+"""Tiny checkpoints and datasets for the LoRA / finetuning tests (random weights, synthetic learnable data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lit_gpt.config import Config
+from lit_gpt.data import write_shard
+from lit_gpt.model import GPT
+
+
+def make_checkpoint(path: Path, name: str = "tiny-llama", seed: int = 0, **overrides) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    config = Config.from_name(name, **overrides)
+    torch.manual_seed(seed)
+    model = GPT(config)
+    # small weights so a random model starts near uniform predictions, like a real one
+    for n, p in model.named_parameters():
+        if p.ndim == 2:
+            torch.nn.init.normal_(p, std=0.02)
+    torch.save(model.state_dict(), path / "lit_model.pth")
+    config.save(path)
+    return path
+
+
+def make_examples(n: int, vocab: int = 256, seed: int = 0, min_len: int = 4, max_len: int = 24) -> list[dict]:
+    """Prompt: random tokens; response: each prompt token + 1 (learnable); loss only on the response."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        k = int(torch.randint(min_len, max_len + 1, (1,), generator=g))
+        prompt = torch.randint(1, vocab - 1, (k,), generator=g)
+        response = prompt + 1
+        ids = torch.cat((prompt, response))
+        labels = torch.cat((torch.full((k,), -100), response))
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+def make_dataset(path: Path, n_train: int = 64, n_val: int = 16, **kw) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    write_shard(make_examples(n_train, seed=1, **kw), path / "train-00000.pt")
+    write_shard(make_examples(n_val, seed=2, **kw), path / "val-00000.pt")
+    return path
