@@ -1,0 +1,264 @@
+"""Load test of the submission server with a HELM-like request mix: requests/s and latency percentiles per number of
+concurrent clients.
+
+    python bench/server.py --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct --clients 1,4
+
+The server runs as a uvicorn child process on a free 127.0.0.1 port (or pass --url of a running one). The mix, built
+from the real prompts in ../shared/data, in HELM's shapes:
+- MMLU (5-shot, one-token answer: max_new_tokens 1, stop "\n"),
+- GSM8K (4-shot chain of thought, max_new_tokens --gsm8k_max_new_tokens, stop "\n\n"),
+- CNN/DailyMail (summarize an article, max_new_tokens --cnn_max_new_tokens, stop "###").
+(`--profile decode`: zero-shot GSM8K questions, each generating a fixed budget: decode-bound.)
+Every level runs the same request sequence (`--mmlu_share` of them MMLU, the rest split between the other two),
+greedy (temperature 1e-7 as HELM sends it), for --duration seconds or --max_requests requests.
+"""
+
+import csv
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+wd = Path(__file__).parent.parent.resolve()
+sys.path.append(str(wd))
+
+from lit_gpt.utils import UserError, cli  # noqa: E402
+
+SHARED = wd.parent / "shared" / "data"
+MMLU_SUBJECTS = ["high_school_biology", "high_school_geography", "high_school_macroeconomics", "philosophy",
+                 "high_school_psychology", "moral_disputes"]
+
+
+def mmlu_requests(shared: Path, n: int, rng: random.Random) -> list[dict]:
+    def rows(path: Path) -> list[list[str]]:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [r for r in csv.reader(f) if len(r) == 6]
+
+    def block(r: list[str], answer: bool) -> str:
+        choices = "".join(f"\n{letter}. {text}" for letter, text in zip("ABCD", r[1:5]))
+        return f"{r[0]}{choices}\nAnswer:" + (f" {r[5]}\n\n" if answer else "")
+
+    out = []
+    for subject in MMLU_SUBJECTS:
+        dev = rows(shared / "mmlu" / "dev" / f"{subject}_dev.csv")
+        test = rows(shared / "mmlu" / "test" / f"{subject}_test.csv")
+        head = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+        shots = "".join(block(r, True) for r in dev)
+        out += [{"task": "mmlu", "prompt": head + shots + block(r, False), "max_new_tokens": 1, "stop_sequences": ["\n"]}
+                for r in test]
+    rng.shuffle(out)
+    return out[:n]
+
+
+def gsm8k_requests(shared: Path, n: int, max_new_tokens: int, rng: random.Random) -> list[dict]:
+    lines = (shared / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    shots = "".join(f"Q: {r['question']}\nA: {r['answer'].split('####')[0].strip()} The answer is "
+                    f"{r['answer'].split('####')[1].strip()}.\n\n" for r in records[:4])
+    rest = records[4:]
+    rng.shuffle(rest)
+    return [{"task": "gsm8k", "prompt": shots + f"Q: {r['question']}\nA:", "max_new_tokens": max_new_tokens,
+             "stop_sequences": ["\n\n"]} for r in rest[:n]]
+
+
+def cnn_requests(shared: Path, n: int, max_new_tokens: int, rng: random.Random) -> list[dict]:
+    lines = (shared / "cnn_dailymail" / "test_first574.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    rng.shuffle(records)
+    return [{"task": "cnn_dailymail", "prompt": f"###\nArticle: {r['article']}\n\nSummarize the above article in 3 "
+             "sentences.\n", "max_new_tokens": max_new_tokens, "stop_sequences": ["###"]} for r in records[:n]]
+
+
+def decode_requests(shared: Path, n: int, max_new_tokens: int, rng: random.Random) -> list[dict]:
+    """Zero-shot GSM8K questions with a fixed generation budget and no stop sequence: decode-bound requests."""
+    lines = (shared / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    rng.shuffle(records)
+    return [{"task": "generate", "prompt": f"Q: {r['question']}\nA:", "max_new_tokens": max_new_tokens,
+             "stop_sequences": []} for r in records[:n]]
+
+
+def build_mix(shared: Path, total: int, mmlu_share: float, gsm8k_max_new_tokens: int, cnn_max_new_tokens: int,
+              seed: int = 0, profile: str = "helm") -> list[dict]:
+    rng = random.Random(seed)
+    if profile == "decode":
+        return decode_requests(shared, total, gsm8k_max_new_tokens, rng)
+    n_mmlu = round(total * mmlu_share)
+    n_gsm = (total - n_mmlu) // 2
+    mix = (mmlu_requests(shared, n_mmlu, rng) + gsm8k_requests(shared, n_gsm, gsm8k_max_new_tokens, rng)
+           + cnn_requests(shared, total - n_mmlu - n_gsm, cnn_max_new_tokens, rng))
+    rng.shuffle(mix)
+    return mix
+
+
+def start_server(checkpoint_dir: Path, log_path: Path, env: dict) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "submission.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=wd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CHECKPOINT_DIR": str(checkpoint_dir), **env},
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"the server exited; see {log_path}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise UserError(f"the server did not come up in 300 s; see {log_path}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def run_level(url: str, mix: list[dict], clients: int, duration: float, max_requests: int) -> dict:
+    """`clients` threads take requests from the shared sequence in order until time or requests run out."""
+    import httpx
+
+    lock = threading.Lock()
+    next_index = [0]
+    results: list[dict] = []
+    stop_at = time.monotonic() + duration
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=600) as client:
+            while time.monotonic() < stop_at:
+                with lock:
+                    i = next_index[0]
+                    if i >= max_requests:
+                        return
+                    next_index[0] += 1
+                req = mix[i % len(mix)]
+                body = {"prompt": req["prompt"], "temperature": 1e-7, "num_return_sequences": 1,
+                        "max_new_tokens": req["max_new_tokens"], "top_p": 1, "echo_prompt": False,
+                        "top_k_per_token": 1, "stop_sequences": req["stop_sequences"]}
+                t0 = time.perf_counter()
+                try:
+                    r = client.post("/process", json=body)
+                    ok, n = r.status_code == 200, len(r.json()["tokens"]) if r.status_code == 200 else 0
+                    status = r.status_code
+                except (httpx.HTTPError, ValueError) as e:
+                    ok, n, status = False, 0, type(e).__name__
+                with lock:
+                    results.append({"task": req["task"], "ok": ok, "status": status, "tokens": n,
+                                    "latency": time.perf_counter() - t0})
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(duration + 900)
+    wall = time.perf_counter() - t0
+    done = [r for r in results if r["ok"]]
+    summary = {
+        "clients": clients, "requests": len(done), "errors": len(results) - len(done),
+        "error_statuses": sorted({str(r["status"]) for r in results if not r["ok"]}),
+        "wall_s": wall, "requests_per_s": len(done) / wall, "tokens_per_s": sum(r["tokens"] for r in done) / wall,
+        "latency_s": {f"p{int(q * 100)}": percentile([r["latency"] for r in done], q) for q in (0.5, 0.9, 0.99)},
+        "per_task": {},
+    }
+    for task in sorted({r["task"] for r in done}):
+        lat = [r["latency"] for r in done if r["task"] == task]
+        summary["per_task"][task] = {"requests": len(lat), "p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9)}
+    return summary
+
+
+def main(
+    checkpoint_dir: Path = Path("checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct"),
+    url: Optional[str] = None,
+    clients: str = "1,4",
+    duration: float = 120.0,
+    max_requests: int = 10_000,
+    mmlu_share: float = 0.7,
+    gsm8k_max_new_tokens: int = 100,
+    cnn_max_new_tokens: int = 64,
+    warmup_requests: int = 4,
+    profile: str = "helm",
+    out: Optional[Path] = None,
+) -> list[dict]:
+    """Measures requests/s, generated tokens/s and latency percentiles at each number of concurrent clients.
+
+    Args:
+        checkpoint_dir: The checkpoint the server loads (ignored with --url).
+        url: A running server to test instead of starting one (only 127.0.0.1/localhost).
+        clients: Comma-separated numbers of concurrent clients, one level each, e.g. "1,4" or "8".
+        duration: Seconds per level.
+        max_requests: The most requests per level.
+        mmlu_share: Fraction of MMLU requests in the mix (HELM's runs are dominated by one-token answers).
+        gsm8k_max_new_tokens: Generation budget of the GSM8K requests (HELM: 400; less keeps CPU runs short).
+        cnn_max_new_tokens: Generation budget of the CNN/DM requests (HELM: 128).
+        warmup_requests: Requests sent (one at a time) before measuring.
+        profile: "helm" (the MMLU/GSM8K/CNN-DM mix) or "decode" (zero-shot GSM8K questions, each generating
+            --gsm8k_max_new_tokens tokens with no stop sequence: where batching pays on a CPU, whose prefill is
+            compute-bound).
+        out: Also write the results as JSON here.
+    """
+    if not SHARED.is_dir():
+        raise UserError(f"{SHARED} is absent: the benchmark prompts come from the shared data")
+    if url is not None and not url.startswith(("http://127.0.0.1", "http://localhost")):
+        raise UserError("--url must be a local server (http://127.0.0.1:PORT)")
+    levels = [int(c) for c in clients.split(",") if c.strip()]
+    if not levels or min(levels) < 1:
+        raise UserError("--clients must list positive integers, e.g. 1,4")
+    if profile not in ("helm", "decode"):
+        raise UserError(f"--profile {profile!r}: expected helm or decode")
+    mix = build_mix(SHARED, 600, mmlu_share, gsm8k_max_new_tokens, cnn_max_new_tokens, profile=profile)
+
+    proc = None
+    if url is None:
+        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_server.{os.getpid()}.log"
+        proc, url = start_server(checkpoint_dir, log, {})
+        print(f"server at {url} (log: {log})", file=sys.stderr)
+    try:
+        run_level(url, mix[::-1], 1, 600, warmup_requests)
+        results = []
+        for n in levels:
+            r = run_level(url, mix, n, duration, max_requests)
+            results.append(r)
+            lat = r["latency_s"]
+            print(f"clients={n}: {r['requests']} requests ({r['errors']} errors) in {r['wall_s']:.0f}s: "
+                  f"{r['requests_per_s']:.2f} req/s, {r['tokens_per_s']:.1f} generated tokens/s, latency "
+                  f"p50 {lat['p50']:.2f}s p90 {lat['p90']:.2f}s p99 {lat['p99']:.2f}s; per task "
+                  + ", ".join(f"{t} n={v['requests']} p50 {v['p50']:.2f}s" for t, v in r["per_task"].items()))
+        if len(results) > 1:
+            base = results[0]["requests_per_s"]
+            for r in results[1:]:
+                print(f"throughput x{r['requests_per_s'] / base:.2f} at {r['clients']} clients vs "
+                      f"{results[0]['clients']}")
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2))
+        return results
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    cli(main, as_positional=False)

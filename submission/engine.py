@@ -1,0 +1,421 @@
+"""A continuous-batching inference engine over the model's KV cache.
+
+HELM sends requests from several client threads; one forward pass over a batch costs about as much as over one row
+when decoding (the weights are read once per step either way), so the engine keeps every request in flight in one
+batch:
+
+- `submit()` puts a job on a bounded queue (`queue.Full` when it is full: the server answers 503).
+- A background thread runs the loop: admit queued jobs into the running batch (prefill them together, left-padded),
+  then one decode step for every row, each row with its own sampling parameters, generator and stop conditions;
+  finished rows leave the batch at once (their futures resolve), and new jobs join at the next step.
+
+The KV cache: every layer's keys/values live in one storage tensor (max_batch_size, groups, capacity, head_size).
+All rows share the slot of their next token (`pos`, the model's shared `input_pos`), so a row's prompt ends at `pos`
+and starts after `pad` slots of padding that `left_padded_attention` hides (and from which rotary positions count).
+A joining prompt longer than `pos` shifts the running rows right; when every row has padding on the left, it is
+trimmed. Each forward pass sees a view of the storage up to its last slot, so attention never spans unused capacity.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from lit_gpt.generation import GREEDY_TEMPERATURE, sample
+from lit_gpt.model import GPT, left_padded_attention
+
+logger = logging.getLogger("submission.engine")
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_k: Optional[int] = None
+    top_p: float = 1.0
+    seed: Optional[int] = None
+    echo_prompt: bool = False  # also score the prompt tokens
+    top_k_per_token: int = 1
+    stop_sequences: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Completion:
+    """What the engine computed for one job; the server turns it into the HTTP response."""
+
+    prompt_ids: list[int]
+    new_ids: list[int]  # generated tokens, without the stop token that ended generation
+    new_logprobs: list[float]  # log-probability of each generated token (untempered distribution)
+    new_top: list[list[tuple[int, float]]]  # the top_k_per_token (id, logprob) at each generated position
+    prompt_logprobs: list[float] = field(default_factory=list)  # echo_prompt: tokens 1.. of the prompt
+    prompt_top: list[list[tuple[int, float]]] = field(default_factory=list)
+    finish_reason: str = "length"  # "length" | "stop" (a stop id) | "stop_sequence"
+    queue_time: float = 0.0
+    run_time: float = 0.0
+
+
+@dataclass
+class _Job:
+    ids: list[int]
+    params: SamplingParams
+    future: Future
+    generator: Optional[torch.Generator] = None
+    out: Optional[Completion] = None
+    t_submit: float = 0.0
+    t_start: float = 0.0
+
+
+def find_stop(text: str, stop_sequences: list[str]) -> Optional[int]:
+    """Index of the earliest occurrence of any stop sequence in `text`, or None."""
+    hits = [i for i in (text.find(s) for s in stop_sequences if s) if i >= 0]
+    return min(hits) if hits else None
+
+
+class Engine:
+    def __init__(
+        self,
+        model: GPT,
+        tokenizer,
+        max_batch_size: int = 8,
+        max_queue: int = 128,
+        max_seq_length: Optional[int] = None,
+        max_prefill_tokens: int = 8192,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop_ids = set(tokenizer.stop_ids)
+        self.max_batch_size = max_batch_size
+        self.max_seq_length = min(max_seq_length or model.max_seq_length, model.max_seq_length)
+        self.max_prefill_tokens = max_prefill_tokens
+        weight = model.transformer.wte.weight
+        self.device = weight.device
+        self.dtype = weight.dtype if weight.is_floating_point() else torch.float32
+        cfg = model.config
+        self._cache_shape = (max_batch_size, cfg.n_query_groups, cfg.head_size)
+        self.queue: queue.Queue[_Job] = queue.Queue(maxsize=max_queue)
+
+        # Batch state, touched only by the worker thread.
+        self._rows: list[_Job] = []
+        self._pads: list[int] = []
+        self._pos = 0  # the cache slot every row writes its next token to
+        self._logits: Optional[torch.Tensor] = None  # (rows, vocab) pending logits of each row's next token
+        self._held: Optional[_Job] = None  # the next job in FIFO order, waiting for room in the batch
+        self._admitting: list[_Job] = []  # being prefilled
+        self._capacity = 0
+        self._k: list[torch.Tensor] = []
+        self._v: list[torch.Tensor] = []
+
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.steps = 0  # decode steps run (for /health and tests)
+        self.max_rows_seen = 0
+        self.trims = 0
+        self._stats = [0, 0, time.perf_counter()]  # steps, rows stepped, since
+
+    # ---------------------------------------------------------------- public API
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.model.clear_kv_cache()
+        self._k, self._v, self._capacity = [], [], 0
+        error = RuntimeError("the server is shutting down")
+        self._fail([*self._rows, *([self._held] if self._held else [])], error)
+        self._rows, self._held = [], None
+        while True:
+            try:
+                self._fail([self.queue.get_nowait()], error)
+            except queue.Empty:
+                break
+
+    def submit(self, ids: list[int], params: SamplingParams) -> Future:
+        """Queues a job; raises `queue.Full` when the queue is full, ValueError when it cannot fit the context."""
+        if not ids:
+            raise ValueError("the prompt has no tokens")
+        if len(ids) + params.max_new_tokens > self.max_seq_length:
+            raise ValueError(
+                f"prompt ({len(ids)} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds the context "
+                f"({self.max_seq_length})"
+            )
+        job = _Job(list(ids), params, Future(), t_submit=time.perf_counter())
+        self.queue.put_nowait(job)
+        return job.future
+
+    @property
+    def running(self) -> int:
+        return len(self._rows)
+
+    # ---------------------------------------------------------------- worker
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with torch.inference_mode():
+                    self._admit()
+                    if self._rows:
+                        self._step()
+            except Exception as e:  # a bug or an out-of-memory: fail the jobs in flight, keep serving
+                jobs = self._rows + self._admitting
+                logger.exception("engine step failed; failing %d jobs", len(jobs))
+                self._fail(jobs, e)
+                self._reset()
+
+    def _reset(self) -> None:
+        self._rows, self._pads, self._pos, self._logits, self._admitting = [], [], 0, None, []
+
+    @staticmethod
+    def _fail(jobs: list[_Job], error: BaseException) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    def _next_job(self, block: bool) -> Optional[_Job]:
+        if self._held is not None:
+            job, self._held = self._held, None
+            return job
+        try:
+            return self.queue.get(timeout=0.05) if block else self.queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _admit(self) -> None:
+        """Moves queued jobs into the batch while there is room (rows, cache slots, prefill budget)."""
+        new: list[_Job] = []
+        while len(self._rows) + len(new) < self.max_batch_size:
+            job = self._next_job(block=not self._rows and not new)
+            if job is None:
+                break
+            if job.future.cancelled():
+                continue
+            if not self._fits(new + [job]):
+                self._held = job  # keeps FIFO order: it goes first once there is room
+                break
+            new.append(job)
+        if new:
+            self._admitting = new
+            self._prefill(new)
+            self._admitting = []
+
+    def _fits(self, new: list[_Job]) -> bool:
+        if len(new) == 1 and not self._rows:
+            return True  # a job alone always fits (checked in submit)
+        longest = max(len(j.ids) for j in new)
+        if len(new) > 1:
+            padded, real = len(new) * longest, sum(len(j.ids) for j in new)
+            # Prompts are prefilled together only when padding wastes little compute (prefill is compute-bound);
+            # a very different length waits for the next step's prefill.
+            if padded > self.max_prefill_tokens or padded > 1.25 * real + 64:
+                return False
+        pos = max(self._pos, longest)
+        shift = pos - self._pos
+        need = max(
+            [self._pos + shift + r.params.max_new_tokens - len(r.out.new_ids) for r in self._rows]
+            + [pos + j.params.max_new_tokens for j in new]
+        )
+        return need <= self.max_seq_length
+
+    def _ensure_capacity(self, slots: int) -> None:
+        if slots <= self._capacity:
+            return
+        capacity = min(max(slots, 2 * self._capacity, 256), max(self.max_seq_length, slots))
+        B, G, hs = self._cache_shape
+        for store in (self._k, self._v):
+            for i in range(self.model.config.n_layer):
+                grown = torch.zeros(B, G, capacity, hs, device=self.device, dtype=self.dtype)
+                if i < len(store):
+                    grown[:, :, : self._capacity] = store[i]
+                    store[i] = grown
+                else:
+                    store.append(grown)
+        self._capacity = capacity
+
+    def _use_cache(self, rows: slice, slots: slice) -> None:
+        """Points every layer's KV cache at a view of the storage, so the model reads and writes it in place."""
+        if self.model.transformer.h[0].attn.kv_cache is None:
+            self.model.set_kv_cache(batch_size=1, max_seq_length=1, device=self.device, dtype=self.dtype)
+        for block, k, v in zip(self.model.transformer.h, self._k, self._v):
+            block.attn.kv_cache.k = k[rows, :, slots]
+            block.attn.kv_cache.v = v[rows, :, slots]
+
+    def _shift(self, offset: int) -> None:
+        """Moves the running rows' cache `offset` slots right (> 0) or left (< 0)."""
+        B, pos = len(self._rows), self._pos
+        for store in (self._k, self._v):
+            for t in store:
+                if offset > 0:
+                    t[:B, :, offset : pos + offset] = t[:B, :, :pos].clone()
+                else:
+                    t[:B, :, : pos + offset] = t[:B, :, -offset:pos].clone()
+        self._pads = [p + offset for p in self._pads]
+        self._pos += offset
+
+    def _prefill(self, new: list[_Job]) -> None:
+        t0 = time.perf_counter()
+        longest = max(len(j.ids) for j in new)
+        pos = max(self._pos, longest)
+        need = max([pos + j.params.max_new_tokens for j in new]
+                   + [pos + r.params.max_new_tokens - len(r.out.new_ids) for r in self._rows])
+        self._ensure_capacity(need + 1)
+        if pos > self._pos and self._rows:
+            self._shift(pos - self._pos)
+        self._pos = pos
+
+        B, b = len(self._rows), len(new)
+        pads = torch.tensor([longest - len(j.ids) for j in new], device=self.device)
+        idx = torch.tensor([[0] * (longest - len(j.ids)) + j.ids for j in new], device=self.device)
+        mask, position_ids = left_padded_attention(pads, longest, longest)
+        self._use_cache(slice(B, B + b), slice(pos - longest, pos))
+        hidden = self.model(
+            idx, torch.arange(longest, device=self.device), position_ids=position_ids, mask=mask, return_hidden=True
+        )
+        logits = self.model.lm_head(hidden[:, -1]).float()
+
+        keep: list[int] = []
+        for i, job in enumerate(new):
+            job.t_start = t0
+            job.out = Completion(prompt_ids=job.ids, new_ids=[], new_logprobs=[], new_top=[],
+                                 queue_time=t0 - job.t_submit)
+            p = job.params
+            if p.temperature > GREEDY_TEMPERATURE:
+                job.generator = torch.Generator(device=self.device)
+                if p.seed is not None:
+                    job.generator.manual_seed(p.seed)
+                else:
+                    job.generator.seed()
+            if p.echo_prompt:
+                self._score_prompt(job, hidden[i, longest - len(job.ids):])
+            if p.max_new_tokens == 0:
+                self._finish(job, "length")
+            else:
+                keep.append(i)
+        del hidden
+        if len(keep) < b:  # rows that only scored their prompt leave at once: pack the rest
+            for dst, src in enumerate(keep):
+                if dst != src:
+                    for t in (*self._k, *self._v):
+                        t[B + dst, :, : pos] = t[B + src, :, : pos]
+        self._rows += [new[i] for i in keep]
+        self._pads += [pos - len(new[i].ids) for i in keep]
+        kept_logits = logits[keep]
+        self._logits = kept_logits if self._logits is None or B == 0 else torch.cat([self._logits, kept_logits])
+        self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
+
+    def _score_prompt(self, job: _Job, hidden: torch.Tensor, chunk: int = 256) -> None:
+        """Log-probabilities of prompt tokens 1.. given their prefix (the first token has none)."""
+        targets = torch.tensor(job.ids[1:], device=hidden.device)
+        k = min(job.params.top_k_per_token, self.model.config.padded_vocab_size)
+        for s in range(0, len(job.ids) - 1, chunk):
+            logprobs = torch.log_softmax(self.model.lm_head(hidden[s : s + chunk][: len(targets) - s]).float(), dim=-1)
+            t = targets[s : s + chunk]
+            job.out.prompt_logprobs += logprobs.gather(-1, t.unsqueeze(-1)).squeeze(-1).tolist()
+            if k:
+                values, ids = logprobs.topk(k, dim=-1)
+                job.out.prompt_top += [list(zip(i, v)) for i, v in zip(ids.tolist(), values.tolist())]
+            else:
+                job.out.prompt_top += [[] for _ in range(t.numel())]
+
+    def _step(self) -> None:
+        rows, logits = self._rows, self._logits
+        logprobs = torch.log_softmax(logits, dim=-1)  # untempered: what the model assigns, whatever the sampling
+        tokens = logits.argmax(dim=-1)
+        for i, job in enumerate(rows):
+            p = job.params
+            if p.temperature > GREEDY_TEMPERATURE:
+                tokens[i] = sample(logits[i : i + 1], p.temperature, p.top_k or None, p.top_p, job.generator)[0]
+        k = min(max(job.params.top_k_per_token for job in rows), logprobs.shape[-1])
+        top = logprobs.topk(k, dim=-1) if k else None
+        token_list = tokens.tolist()
+        chosen = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).tolist()
+        top_ids, top_values = (top.indices.tolist(), top.values.tolist()) if top is not None else (None, None)
+
+        done = [False] * len(rows)
+        for i, job in enumerate(rows):
+            tok, out, p = token_list[i], job.out, job.params
+            if job.future.cancelled():  # the client went away: free the row
+                done[i] = True
+                continue
+            if tok in self.stop_ids:
+                done[i] = self._finish(job, "stop")
+                continue
+            out.new_ids.append(tok)
+            out.new_logprobs.append(chosen[i])
+            kk = p.top_k_per_token
+            out.new_top.append(list(zip(top_ids[i][:kk], top_values[i][:kk])) if kk else [])
+            if p.stop_sequences and self._hit_stop(out.new_ids, p.stop_sequences):
+                done[i] = self._finish(job, "stop_sequence")
+            elif len(out.new_ids) >= p.max_new_tokens:
+                done[i] = self._finish(job, "length")
+
+        self._compact(done)
+        if not self._rows:
+            self._reset()
+            return
+        B, pos = len(self._rows), self._pos
+        self._use_cache(slice(None), slice(0, pos + 1))
+        input_pos = torch.tensor([pos], device=self.device)
+        mask, position_ids = left_padded_attention(torch.tensor(self._pads, device=self.device), 1, pos + 1, input_pos)
+        idx = torch.tensor([token_list[self._order[i]] for i in range(B)], device=self.device).unsqueeze(1)
+        self._logits = self.model(idx, input_pos, position_ids=position_ids, mask=mask)[:, -1].float()
+        self._pos += 1
+        self.steps += 1
+        self._stats[0] += 1
+        self._stats[1] += B
+        if time.perf_counter() - self._stats[2] > 10:  # a periodic summary of the decode loop
+            n, rows, t0 = self._stats
+            logger.info("decode: %d steps in %.1fs (%.0f ms/step), %.1f rows/step, cache slots %d/%d",
+                        n, time.perf_counter() - t0, 1e3 * (time.perf_counter() - t0) / n, rows / n, self._pos,
+                        self._capacity)
+            self._stats = [0, 0, time.perf_counter()]
+        # All rows padded on the left: drop those slots, so attention spans fewer keys.
+        trim = min(self._pads)
+        if trim >= 32 and trim * 4 >= self._pos:
+            self._shift(-trim)
+            self.trims += 1
+
+    def _hit_stop(self, ids: list[int], stop_sequences: list[str]) -> bool:
+        # A stop sequence of n characters spans at most ~4n byte-level tokens: decoding that tail is enough.
+        window = 4 * max(len(s) for s in stop_sequences) + 8
+        return find_stop(self.tokenizer.decode(ids[-window:]), stop_sequences) is not None
+
+    def _compact(self, done: list[bool]) -> None:
+        """Removes finished rows, moving rows from the end of the batch into their places."""
+        B = len(self._rows)
+        keep = B - sum(done)
+        holes = [i for i in range(keep) if done[i]]
+        movers = [i for i in range(keep, B) if not done[i]]
+        order = list(range(B))  # order[new_index] = old index, for the tokens to feed
+        if holes:
+            h = torch.tensor(holes, device=self.device)
+            m = torch.tensor(movers, device=self.device)
+            for t in (*self._k, *self._v):
+                t[h, :, : self._pos] = t[m, :, : self._pos]
+            for hi, mi in zip(holes, movers):
+                self._rows[hi], self._pads[hi], order[hi] = self._rows[mi], self._pads[mi], mi
+        self._rows, self._pads, self._order = self._rows[:keep], self._pads[:keep], order[:keep]
+
+    def _finish(self, job: _Job, reason: str) -> bool:
+        out = job.out
+        out.finish_reason = reason
+        out.run_time = time.perf_counter() - job.t_start
+        n = len(out.new_ids)
+        logger.info(
+            "request done: %d prompt tokens, %d new tokens (%s), queued %.3fs, ran %.3fs, %.1f tokens/s, batch %d",
+            len(job.ids), n, reason, out.queue_time, out.run_time, n / max(out.run_time, 1e-9), len(self._rows),
+        )
+        if not job.future.done():
+            job.future.set_result(out)
+        return True
+
