@@ -30,6 +30,19 @@ demo: $(CKPT)/lit_model.pth
 	$(BIN)/python generate/base.py --checkpoint_dir $(CKPT) --prompt "What is the capital of France?" --max_new_tokens 40
 	@echo "== 2. a tiny data mix: dedup, decontamination, tokenized shards"
 	$(BIN)/python scripts/prepare_mix.py --config examples/mix_demo.yaml --checkpoint_dir $(CKPT) --out_dir data/demo_mix
+	@echo "== 3. a short LoRA run on the mix (CPU, fp32), then merge it into an ordinary checkpoint"
+	rm -rf out/demo
+	$(BIN)/python finetune/lora.py --checkpoint_dir $(CKPT) --data_dir data/demo_mix --out_dir out/demo/lora \
+		--max_steps 12 --micro_batch_size 4 --global_batch_size 4 --eval_interval 6 --eval_iters 2
+	$(BIN)/python scripts/merge_lora.py --checkpoint_dir $(CKPT) --lora_path out/demo/lora/final/lit_model.pth.lora \
+		--out_dir out/demo/merged
+	@echo "== 4. the merged model answers"
+	$(BIN)/python generate/base.py --checkpoint_dir out/demo/merged --prompt "What is the capital of France?" --max_new_tokens 40
+	@echo "== 5. a small offline HELM evaluation of the merged model"
+	$(BIN)/python eval/run.py --checkpoint_dir out/demo/merged --tasks mmlu,truthfulqa,bbq --mmlu_subjects philosophy \
+		--limit 5 --out out/demo/eval
+	@echo "== 6. the submission server on the merged model answers one HELM-style /process request"
+	$(BIN)/python submission/demo_request.py --checkpoint_dir out/demo/merged
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider

@@ -9,7 +9,9 @@ import torch
 
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
-from lit_gpt.utils import CHECKPOINT_FILENAME, PRECISION_TO_DTYPE, UserError, check_valid_checkpoint_dir, load_checkpoint
+from lit_gpt.quantize import build_model
+from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.utils import CHECKPOINT_FILENAME, PRECISION_TO_DTYPE, UserError, check_valid_checkpoint_dir, default_precision
 
 GREEDY_TEMPERATURE = 1e-5  # HELM sends 1e-7 when it means greedy
 
@@ -84,10 +86,8 @@ def load_model(
     device: str = "cpu",
     precision: Optional[str] = None,
     quantize: Optional[str] = None,
-) -> tuple[GPT, "Tokenizer"]:  # noqa: F821
+) -> tuple[GPT, Tokenizer]:
     """The model and tokenizer of a checkpoint dir, in eval mode, on `device`."""
-    from lit_gpt.tokenizer import Tokenizer
-    from lit_gpt.utils import default_precision
 
     checkpoint_dir = check_valid_checkpoint_dir(checkpoint_dir)
     precision = precision or default_precision(device)
@@ -95,15 +95,8 @@ def load_model(
         raise UserError(f"--precision {precision!r}: expected one of {sorted(PRECISION_TO_DTYPE)}")
     dtype = PRECISION_TO_DTYPE[precision]
     config = Config.from_checkpoint(checkpoint_dir)
-    if quantize:
-        from lit_gpt.quantize import load_quantized_model
-
-        model = load_quantized_model(config, checkpoint_dir / CHECKPOINT_FILENAME, quantize, device=device, dtype=dtype)
-    else:
-        with torch.device("meta"):
-            model = GPT(config)
-        model = model.to_empty(device=device).to(dtype)
-        load_checkpoint(model, checkpoint_dir / CHECKPOINT_FILENAME)
+    # Tensor by tensor from the memory-mapped checkpoint: never a second full copy (and 4-bit layers if asked).
+    model = build_model(config, checkpoint_dir / CHECKPOINT_FILENAME, device=device, dtype=dtype, quantize=quantize)
     model.eval()
     return model, Tokenizer(checkpoint_dir)
 

@@ -68,3 +68,21 @@ def test_generate_rejects_overlong_requests():
     model = tiny_model()
     with pytest.raises(ValueError, match="exceeds the model's context"):
         list(generate(model, torch.ones(100, dtype=torch.long), max_new_tokens=100))
+
+
+@pytest.mark.parametrize("quantize", [None, "bnb.nf4"])
+def test_load_model_full_and_4bit(smollm2_checkpoint, quantize):
+    """load_model serves generate/, eval/ and the server; 4-bit (QLoRA-style) weights also load on CPU."""
+    if quantize:
+        pytest.importorskip("bitsandbytes")
+    from lit_gpt.generation import load_model
+
+    model, tokenizer = load_model(smollm2_checkpoint, quantize=quantize)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}])
+    ids = tokenizer.encode(text, bos=False)
+    out = [t for t in generate(model, ids, 12, stop_ids=tokenizer.stop_ids) if t not in tokenizer.stop_ids]
+    answer = tokenizer.decode(out)
+    if quantize is None:
+        assert answer.startswith("The capital of France is Paris")
+    else:  # 4-bit rounding may change the wording, not the fact
+        assert "Paris" in answer, answer
