@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 CKPT := checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test helm-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,20 @@ demo: $(CKPT)/lit_model.pth
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+	@# HELM's own code (prompts, metrics, perturbations) runs in its own venv: crfm-helm pins packages of its own.
+	@if [ -x $(HELM_VENV)/bin/python ]; then \
+		echo "== HELM comparison tests in $(HELM_VENV)"; \
+		$(HELM_VENV)/bin/python -m pytest tests/test_eval_helm.py tests/test_eval_metrics.py -q -p no:cacheprovider; \
+	else echo "== HELM comparison tests skipped: run 'make helm-venv' first"; fi
+
+# crfm-helm in a venv of its own, with CPU torch kept (crfm-helm would pull a CUDA torch and torchvision, which has no
+# CPU build and breaks transformers). Tests that drive HELM's code find it here.
+HELM_VENV := .venv-helm
+$(HELM_VENV)/.installed: constraints-helm.txt
+	$(PYTHON) -m venv $(HELM_VENV)
+	$(HELM_VENV)/bin/python -m pip --disable-pip-version-check -q install -c constraints-helm.txt torch
+	$(HELM_VENV)/bin/python -m pip --disable-pip-version-check -q install -c constraints-helm.txt crfm-helm pytest
+	$(HELM_VENV)/bin/python -m pip --disable-pip-version-check -q uninstall -y torchvision
+	touch $@
+
+helm-venv: $(HELM_VENV)/.installed

@@ -1,9 +1,8 @@
 """The server as it runs for real: a uvicorn process on a localhost port, driven by concurrent clients and by HELM's
 own client code (`HTTPModelClient`, `HTTPModelTokenizer`), which runs in a separate venv holding crfm-helm.
 
-HELM's venv: $HELM_VENV, else /tmp/helm-venv or /tmp/helm-venv-server (tests skip where none has crfm-helm):
-    python3 -m venv /tmp/helm-venv && /tmp/helm-venv/bin/pip install torch==2.13.0 \
-        && /tmp/helm-venv/bin/pip install crfm-helm && /tmp/helm-venv/bin/pip uninstall -y torchvision
+HELM's venv: $HELM_VENV, else the repo's .venv-helm (`make helm-venv` builds it; CI does), else /tmp/helm-venv.
+Tests skip where none has crfm-helm.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import pytest
 from test_submission_engine import PROMPTS, make_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOLLM2 = ROOT / "checkpoints" / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
 
 HELM_SCRIPT = r"""
 import json, sys
@@ -59,7 +57,7 @@ print(json.dumps(out))
 
 
 def helm_python() -> str | None:
-    candidates = [os.environ.get("HELM_VENV"), "/tmp/helm-venv", "/tmp/helm-venv-server"]
+    candidates = [os.environ.get("HELM_VENV"), ROOT / ".venv-helm", "/tmp/helm-venv"]
     for venv in filter(None, candidates):
         python = Path(venv) / "bin" / "python"
         if python.is_file() and subprocess.run(
@@ -115,9 +113,7 @@ def live(request, tmp_path_factory):
     if request.param == "tiny":
         ckpt = make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), block_size=256)
     else:
-        if not (SMOLLM2 / "lit_model.pth").is_file():
-            pytest.skip(f"{SMOLLM2} is absent (convert the embedded GGUF first)")
-        ckpt = SMOLLM2
+        ckpt = request.getfixturevalue("smollm2_checkpoint")
     server = LiveServer(ckpt, tmp_path_factory.mktemp("log") / "server.log")
     yield ckpt, server
     server.close()
