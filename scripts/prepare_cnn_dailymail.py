@@ -7,7 +7,7 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, iter_json_records, run_prepare, source_files  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, load_json_records, run_prepare, source_files  # noqa: E402
 from lit_gpt.utils import cli  # noqa: E402
 
 REPO_ID = "abisee/cnn_dailymail"
@@ -23,22 +23,11 @@ def summarize_prompt(article: str, num_sents: Optional[int] = 3) -> str:
 
 
 def load(files: list[Path], max_records: Optional[int] = None, num_sents: Optional[int] = 3, name: str = "cnn_dailymail") -> Loaded:
-    out = Loaded()
-    for f in files:
-        for where, obj in iter_json_records(f):
-            if max_records is not None and out.read >= max_records:
-                return out
-            out.read += 1
-            try:
-                if isinstance(obj, Exception):
-                    raise obj
-                article, highlights = get_str(obj, "article"), get_str(obj, "highlights")
-            except ValueError as e:
-                out.skip(where, e)
-                continue
-            turns = [{"role": "user", "content": summarize_prompt(article, num_sents)}, {"role": "assistant", "content": highlights}]
-            out.add(where, name, turns)
-    return out
+    def to_turns(obj) -> list[dict]:
+        article, highlights = get_str(obj, "article"), get_str(obj, "highlights")
+        return [{"role": "user", "content": summarize_prompt(article, num_sents)}, {"role": "assistant", "content": highlights}]
+
+    return load_json_records(files, name, to_turns, max_records)
 
 
 def setup(

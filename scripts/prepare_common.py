@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
@@ -79,6 +79,31 @@ def get_str(obj: Any, key: str, required: bool = True, allow_empty: bool = False
     if required and not allow_empty and not value.strip():
         raise RecordError(f"empty '{key}'")
     return value
+
+
+def load_json_records(
+    files: list[Path], name: str, to_turns: Callable[[Any], list[dict]], max_records: Optional[int] = None
+) -> Loaded:
+    """Reads up to `max_records` records of JSON files, each made into chat turns by `to_turns`.
+
+    `to_turns` raises ValueError (RecordError) for a malformed record: it is skipped and counted with its file:line,
+    as are lines that are not valid JSON.
+    """
+    out = Loaded()
+    for f in files:
+        for where, obj in iter_json_records(f):
+            if max_records is not None and out.read >= max_records:
+                return out
+            out.read += 1
+            try:
+                if isinstance(obj, Exception):
+                    raise obj
+                turns = to_turns(obj)
+            except ValueError as e:
+                out.skip(where, e)
+                continue
+            out.add(where, name, turns)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -278,6 +303,7 @@ def run_prepare(
 
 
 __all__ = [
-    "DEFAULT_CHECKPOINT", "Loaded", "RecordError", "get_str", "iter_json_records", "source_files", "run_prepare",
+    "DEFAULT_CHECKPOINT", "Loaded", "RecordError", "get_str", "iter_json_records", "load_json_records", "source_files",
+    "run_prepare",
     "read_records", "write_records", "split_indices", "tokenize_and_write", "write_json",
 ]

@@ -7,33 +7,24 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, iter_json_records, run_prepare, source_files  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, load_json_records, run_prepare, source_files  # noqa: E402
 from lit_gpt.utils import cli  # noqa: E402
 
 REPO_ID = "databricks/databricks-dolly-15k"
 PATTERNS = ["*.jsonl", "*.json", "*.jsonl.gz"]
 
 
-def load(files: list[Path], max_records: Optional[int] = None, name: str = "dolly") -> Loaded:
+def to_turns(obj) -> list[dict]:
     """User turn: the instruction, then the context (when there is one) after a blank line; assistant: the response."""
-    out = Loaded()
-    for f in files:
-        for where, obj in iter_json_records(f):
-            if max_records is not None and out.read >= max_records:
-                return out
-            out.read += 1
-            try:
-                if isinstance(obj, Exception):
-                    raise obj
-                instruction = get_str(obj, "instruction")
-                context = get_str(obj, "context", required=False)
-                response = get_str(obj, "response")
-            except ValueError as e:
-                out.skip(where, e)
-                continue
-            prompt = f"{instruction.strip()}\n\n{context.strip()}" if context.strip() else instruction
-            out.add(where, name, [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}])
-    return out
+    instruction = get_str(obj, "instruction")
+    context = get_str(obj, "context", required=False)
+    response = get_str(obj, "response")
+    prompt = f"{instruction.strip()}\n\n{context.strip()}" if context.strip() else instruction
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+
+
+def load(files: list[Path], max_records: Optional[int] = None, name: str = "dolly") -> Loaded:
+    return load_json_records(files, name, to_turns, max_records)
 
 
 def setup(

@@ -8,7 +8,7 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, iter_json_records, run_prepare, source_files  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, load_json_records, run_prepare, source_files  # noqa: E402
 from lit_gpt.utils import UserError, cli  # noqa: E402
 
 REPO_ID = "openai/gsm8k"
@@ -29,22 +29,12 @@ def format_answer(answer: str, answer_format: str) -> str:
 def load(files: list[Path], max_records: Optional[int] = None, answer_format: str = "raw", name: str = "gsm8k") -> Loaded:
     if answer_format not in ("raw", "clean"):
         raise UserError(f"answer_format must be 'raw' or 'clean', got {answer_format!r}")
-    out = Loaded()
-    for f in files:
-        for where, obj in iter_json_records(f):
-            if max_records is not None and out.read >= max_records:
-                return out
-            out.read += 1
-            try:
-                if isinstance(obj, Exception):
-                    raise obj
-                question, answer = get_str(obj, "question"), get_str(obj, "answer")
-            except ValueError as e:
-                out.skip(where, e)
-                continue
-            turns = [{"role": "user", "content": question}, {"role": "assistant", "content": format_answer(answer, answer_format)}]
-            out.add(where, name, turns)
-    return out
+
+    def to_turns(obj) -> list[dict]:
+        question, answer = get_str(obj, "question"), get_str(obj, "answer")
+        return [{"role": "user", "content": question}, {"role": "assistant", "content": format_answer(answer, answer_format)}]
+
+    return load_json_records(files, name, to_turns, max_records)
 
 
 def setup(

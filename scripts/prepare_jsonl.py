@@ -8,7 +8,7 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, get_str, iter_json_records, run_prepare, source_files  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, get_str, load_json_records, run_prepare, source_files  # noqa: E402
 from lit_gpt.utils import UserError, cli  # noqa: E402
 
 PATTERNS = ["*.jsonl", "*.json", "*.jsonl.gz", "*.parquet"]
@@ -38,34 +38,24 @@ def load(
     max_records: Optional[int] = None,
     name: str = "jsonl",
 ) -> Loaded:
-    out = Loaded()
-    for f in files:
-        for where, obj in iter_json_records(f):
-            if max_records is not None and out.read >= max_records:
-                return out
-            out.read += 1
-            try:
-                if isinstance(obj, Exception):
-                    raise obj
-                if messages_key:
-                    if not isinstance(obj, dict) or messages_key not in obj:
-                        raise RecordError(f"missing field '{messages_key}'")
-                    turns = messages_to_turns(obj[messages_key])
-                else:
-                    prompt = get_str(obj, instruction_key)
-                    extra = get_str(obj, input_key, required=False) if input_key else ""
-                    if extra.strip():
-                        prompt = f"{prompt.strip()}\n\n{extra.strip()}"
-                    turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": get_str(obj, response_key)}]
-                if system_key:
-                    system = get_str(obj, system_key, required=False)
-                    if system.strip():
-                        turns = [{"role": "system", "content": system}] + turns
-            except ValueError as e:
-                out.skip(where, e)
-                continue
-            out.add(where, name, turns)
-    return out
+    def to_turns(obj) -> list[dict]:
+        if messages_key:
+            if not isinstance(obj, dict) or messages_key not in obj:
+                raise RecordError(f"missing field '{messages_key}'")
+            turns = messages_to_turns(obj[messages_key])
+        else:
+            prompt = get_str(obj, instruction_key)
+            extra = get_str(obj, input_key, required=False) if input_key else ""
+            if extra.strip():
+                prompt = f"{prompt.strip()}\n\n{extra.strip()}"
+            turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": get_str(obj, response_key)}]
+        if system_key:
+            system = get_str(obj, system_key, required=False)
+            if system.strip():
+                turns = [{"role": "system", "content": system}] + turns
+        return turns
+
+    return load_json_records(files, name, to_turns, max_records)
 
 
 def setup(

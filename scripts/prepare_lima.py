@@ -7,38 +7,28 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, iter_json_records, run_prepare, source_files  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, load_json_records, run_prepare, source_files  # noqa: E402
 from lit_gpt.utils import cli  # noqa: E402
 
 REPO_ID = "GAIR/lima"  # gated: accept its terms on the Hub and log in (huggingface-cli login) before downloading
 PATTERNS = ["train.jsonl"]
 
 
+def to_turns(obj) -> list[dict]:
+    if not isinstance(obj, dict) or "conversations" not in obj:
+        raise RecordError("missing field 'conversations'")
+    conv = obj["conversations"]
+    if not isinstance(conv, list) or not all(isinstance(c, str) for c in conv):
+        raise RecordError("field 'conversations' is not a list of strings")
+    if len(conv) < 2:
+        raise RecordError("no assistant turn", f"{len(conv)} message(s)")
+    if len(conv) % 2:  # a trailing user message has no answer to learn from
+        conv = conv[:-1]
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": c} for i, c in enumerate(conv)]
+
+
 def load(files: list[Path], max_records: Optional[int] = None, name: str = "lima") -> Loaded:
-    out = Loaded()
-    for f in files:
-        for where, obj in iter_json_records(f):
-            if max_records is not None and out.read >= max_records:
-                return out
-            out.read += 1
-            try:
-                if isinstance(obj, Exception):
-                    raise obj
-                if not isinstance(obj, dict) or "conversations" not in obj:
-                    raise RecordError("missing field 'conversations'")
-                conv = obj["conversations"]
-                if not isinstance(conv, list) or not all(isinstance(c, str) for c in conv):
-                    raise RecordError("field 'conversations' is not a list of strings")
-                if len(conv) < 2:
-                    raise RecordError("no assistant turn", f"{len(conv)} message(s)")
-                if len(conv) % 2:  # a trailing user message has no answer to learn from
-                    conv = conv[:-1]
-            except ValueError as e:
-                out.skip(where, e)
-                continue
-            turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": c} for i, c in enumerate(conv)]
-            out.add(where, name, turns)
-    return out
+    return load_json_records(files, name, to_turns, max_records)
 
 
 def setup(
