@@ -268,7 +268,7 @@ class Encoder:
             if len(ids) > self.max_seq_length:
                 truncated += 1
                 ids, labels = ids[: self.max_seq_length], labels[: self.max_seq_length]
-            if all(y == IGNORE_INDEX for y in labels):
+            if labels.count(IGNORE_INDEX) == len(labels):  # no response token survived truncation
                 examples.append(None)
                 errors[n] = f"no response tokens within max_seq_length={self.max_seq_length}"
                 continue
