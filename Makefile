@@ -33,7 +33,8 @@ demo: $(CKPT)/lit_model.pth
 	@echo "== 3. a short LoRA run on the mix (CPU, fp32), then merge it into an ordinary checkpoint"
 	rm -rf out/demo
 	$(BIN)/python finetune/lora.py --checkpoint_dir $(CKPT) --data_dir data/demo_mix --out_dir out/demo/lora \
-		--max_steps 12 --micro_batch_size 4 --global_batch_size 4 --eval_interval 6 --eval_iters 2
+		--max_steps 12 --micro_batch_size 4 --global_batch_size 4 --learning_rate 2e-3 --warmup_steps 2 \
+		--eval_interval 6 --eval_iters 2
 	$(BIN)/python scripts/merge_lora.py --checkpoint_dir $(CKPT) --lora_path out/demo/lora/final/lit_model.pth.lora \
 		--out_dir out/demo/merged
 	@echo "== 4. the merged model answers"
