@@ -19,15 +19,10 @@ from typing import Callable, Optional
 import torch
 
 from eval.helm import Request
+from lit_gpt.generation import find_stop
 
 # Challenge servers sample among the 200 most likely tokens unless told otherwise (HELM never sends top_k).
 SERVER_TOP_K = 200
-
-
-def find_stop(text: str, stop_sequences) -> int:
-    """Index of the earliest stop sequence in `text`, or -1."""
-    hits = [i for i in (text.find(s) for s in stop_sequences if s) if i >= 0]
-    return min(hits) if hits else -1
 
 
 def mc_decided(mapping_keys) -> Callable[[str], bool]:

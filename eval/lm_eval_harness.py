@@ -120,7 +120,7 @@ class LitScorer:
         return out
 
     def generate_until(self, requests: list[tuple[str, dict]]) -> list[str]:
-        from eval.backends import find_stop
+        from lit_gpt.generation import find_stop
         from lit_gpt.generation import generate
 
         out = []

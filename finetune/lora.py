@@ -35,7 +35,6 @@ from lit_gpt.lora import (  # noqa: E402
     inject_lora,
     load_lora_state_dict,
     lora_filter,
-    lora_state_dict,
     mark_only_lora_as_trainable,
 )
 from lit_gpt.model import Block, packed_attention  # noqa: E402

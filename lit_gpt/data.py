@@ -6,7 +6,6 @@ its examples in two flat int32 tensors with offsets, so a shard of 100k examples
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from lit_gpt.utils import UserError, atomic_path, atomic_save
+from lit_gpt.utils import UserError, atomic_save, write_json
 
 SHARD_FORMAT = "lit_gpt.shard/1"
 IGNORE_INDEX = -100
@@ -377,8 +376,3 @@ def write_dataset(
         counts[split] = len(examples)
     write_json(stats, out_dir / "stats.json")
     return counts
-
-
-def write_json(obj: object, path: Path | str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -41,6 +41,12 @@ def sample(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
+def find_stop(text: str, stop_sequences: Iterable[str]) -> int:
+    """Index of the earliest occurrence of any (non-empty) stop sequence in `text`, or -1 (as `str.find`)."""
+    hits = [i for i in (text.find(s) for s in stop_sequences if s) if i >= 0]
+    return min(hits) if hits else -1
+
+
 @torch.inference_mode()
 def generate(
     model: GPT,

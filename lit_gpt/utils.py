@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -83,6 +84,12 @@ def atomic_save(obj: Any, path: Path | str) -> Path:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
     return Path(path)
+
+
+def write_json(obj: object, path: Path | str) -> None:
+    """Pretty-printed UTF-8 JSON, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def default_precision(device: Optional[str] = None) -> str:

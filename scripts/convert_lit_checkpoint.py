@@ -20,17 +20,14 @@ sys.path.append(str(wd))
 
 from lit_gpt.config import Config  # noqa: E402
 from lit_gpt.hf_weights import convert_lit_to_hf, hf_architecture, hf_config_from  # noqa: E402
-from lit_gpt.utils import CHECKPOINT_FILENAME, UserError, atomic_path, check_valid_checkpoint_dir, cli, lazy_load  # noqa: E402
+from lit_gpt.utils import (  # noqa: E402
+    CHECKPOINT_FILENAME, UserError, atomic_path, check_valid_checkpoint_dir, cli, lazy_load, write_json,
+)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json", "qwen.tiktoken")
 # Fields of the original config.json worth keeping (they are about the tokenizer, not the architecture).
 KEPT_HF_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
-
-
-def _write_json(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
 def save_safetensors(weights: dict[str, torch.Tensor], output_dir: Path, max_shard_size: str) -> list[Path]:
@@ -47,7 +44,7 @@ def save_safetensors(weights: dict[str, torch.Tensor], output_dir: Path, max_sha
     if split.is_sharded:
         index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in weights.values())},
                  "weight_map": split.tensor_to_filename}
-        _write_json(index, stale)
+        write_json(index, stale)
     else:
         stale.unlink(missing_ok=True)  # an index from an earlier sharded export would shadow the new file
     return written
@@ -93,7 +90,7 @@ def convert_lit_checkpoint(
 
     output_dir.mkdir(parents=True, exist_ok=True)
     save_safetensors(weights, output_dir, max_shard_size)
-    _write_json(hf_config, output_dir / "config.json")
+    write_json(hf_config, output_dir / "config.json")
     for name in TOKENIZER_FILES:
         if (checkpoint_dir / name).is_file():
             shutil.copyfile(checkpoint_dir / name, output_dir / name)

@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterator, Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from lit_gpt.data import check_turns, encode_records, write_dataset, write_json  # noqa: E402
-from lit_gpt.utils import UserError, atomic_path  # noqa: E402
+from lit_gpt.data import check_turns, encode_records, write_dataset  # noqa: E402
+from lit_gpt.utils import UserError, atomic_path, write_json  # noqa: E402
 
 DEFAULT_CHECKPOINT = Path("checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct")
 MAX_PRINTED_SKIPS = 20

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import random
 import sys
 import time
@@ -54,9 +53,9 @@ import yaml
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from lit_gpt.data import encode_records, write_dataset, write_json  # noqa: E402
+from lit_gpt.data import encode_records, write_dataset  # noqa: E402
 from lit_gpt.decontaminate import EVAL_LOADERS, Vocab, build_eval_index, minhash_signatures, near_duplicates, record_text  # noqa: E402
-from lit_gpt.utils import UserError, atomic_path, cli  # noqa: E402
+from lit_gpt.utils import UserError, atomic_path, cli, write_json  # noqa: E402
 from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, read_records, source_files, split_indices, write_records  # noqa: E402
 
 PREPARE_KINDS = ("dolly", "oasst", "lima", "flan", "gsm8k", "cnn_dailymail", "mmlu_style", "jsonl")

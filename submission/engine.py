@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from lit_gpt.generation import GREEDY_TEMPERATURE, sample
+from lit_gpt.generation import GREEDY_TEMPERATURE, find_stop, sample
 from lit_gpt.model import GPT, left_padded_attention
 
 logger = logging.getLogger("submission.engine")
@@ -70,12 +70,6 @@ class _Job:
     out: Optional[Completion] = None
     t_submit: float = 0.0
     t_start: float = 0.0
-
-
-def find_stop(text: str, stop_sequences: list[str]) -> Optional[int]:
-    """Index of the earliest occurrence of any stop sequence in `text`, or None."""
-    hits = [i for i in (text.find(s) for s in stop_sequences if s) if i >= 0]
-    return min(hits) if hits else None
 
 
 class Engine:
@@ -388,7 +382,7 @@ class Engine:
     def _hit_stop(self, ids: list[int], stop_sequences: list[str]) -> bool:
         # A stop sequence of n characters spans at most ~4n byte-level tokens: decoding that tail is enough.
         window = 4 * max(len(s) for s in stop_sequences) + 8
-        return find_stop(self.tokenizer.decode(ids[-window:]), stop_sequences) is not None
+        return find_stop(self.tokenizer.decode(ids[-window:]), stop_sequences) >= 0
 
     def _compact(self, done: list[bool]) -> None:
         """Removes finished rows, moving rows from the end of the batch into their places."""

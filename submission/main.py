@@ -40,8 +40,8 @@ from starlette.concurrency import run_in_threadpool
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from lit_gpt.generation import load_model  # noqa: E402
-from submission.engine import Completion, Engine, SamplingParams, find_stop  # noqa: E402
+from lit_gpt.generation import find_stop, load_model  # noqa: E402
+from submission.engine import Completion, Engine, SamplingParams  # noqa: E402
 from submission.schemas import (  # noqa: E402
     DecodeRequest,
     DecodeResponse,
@@ -114,8 +114,8 @@ class Server:
         new_ids = out.new_ids
         texts = tok.token_texts(new_ids)
         text = tok.decode(new_ids)
-        cut = find_stop(text, [s for s in req.stop_sequences if s])
-        if cut is not None:
+        cut = find_stop(text, req.stop_sequences)
+        if cut >= 0:
             # Keep the tokens that contribute text before the stop sequence (HELM cuts at token boundaries too).
             text, n, start = text[:cut], 0, 0
             while n < len(texts) and start < cut:

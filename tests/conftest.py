@@ -33,3 +33,9 @@ def smollm2_checkpoint(tmp_path_factory) -> Path:
     finally:
         sys.path.pop(0)
     return convert_gguf_checkpoint(checkpoint_dir=tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
+
+
+@pytest.fixture
+def smol_dir(smollm2_checkpoint) -> Path:
+    """The SmolLM2 checkpoint dir, for tests that only need its tokenizer."""
+    return smollm2_checkpoint

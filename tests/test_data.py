@@ -23,11 +23,6 @@ RECORDS = [
 
 
 @pytest.fixture
-def smol_dir(smollm2_checkpoint) -> Path:
-    return smollm2_checkpoint
-
-
-@pytest.fixture
 def neox_dir(shared_data, tmp_path) -> Path:
     d = tmp_path / "neox"
     d.mkdir()

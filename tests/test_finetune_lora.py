@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from lit_gpt.config import Config
 from lit_gpt.model import GPT

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lit_gpt.config import Config
-from lit_gpt.generation import generate, sample
+from lit_gpt.generation import find_stop, generate, sample
 from lit_gpt.model import GPT
 
 
@@ -86,3 +86,8 @@ def test_load_model_full_and_4bit(smollm2_checkpoint, quantize):
         assert answer.startswith("The capital of France is Paris")
     else:  # 4-bit rounding may change the wording, not the fact
         assert "Paris" in answer, answer
+
+
+def test_find_stop_gives_the_earliest_stop_sequence():
+    assert find_stop("abc\n\nQuestion:", ["\n\n", "Question"]) == 3
+    assert find_stop("abc", ["x", ""]) == -1  # no hit; an empty stop sequence never matches

@@ -14,7 +14,6 @@ from lit_gpt.data import SplitDataset
 from lit_gpt.utils import UserError
 from scripts.prepare_mix import main as mix_main
 from scripts.prepare_mix import setup as prepare_mix
-from tests.test_data import smol_dir  # noqa: F401 (fixture)
 from tests.test_decontaminate import reference_contaminated
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,6 @@ from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
 from scripts import prepare_cnn_dailymail, prepare_dolly, prepare_flan, prepare_gsm8k, prepare_jsonl, prepare_lima
 from scripts import prepare_mmlu_style, prepare_oasst
-from tests.test_data import smol_dir  # noqa: F401 (fixture)
 
 COMMON = dict(val_fraction=0.1, seed=1, max_seq_length=2048, num_workers=1)
 

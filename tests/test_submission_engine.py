@@ -11,7 +11,7 @@ import torch
 from lit_gpt.config import Config
 from lit_gpt.generation import generate, load_model
 from lit_gpt.model import GPT
-from submission.engine import Engine, SamplingParams, find_stop
+from submission.engine import Engine, SamplingParams
 
 TRAIN_TEXT = [
     "The quick brown fox jumps over the lazy dog. Answer: A B C D.",
@@ -213,8 +213,3 @@ def test_many_concurrent_mixed_requests(tiny):
         assert stop not in tokenizer.decode(out.new_ids[:-1])
     finally:
         engine.stop()
-
-
-def test_find_stop():
-    assert find_stop("abc\n\nQuestion:", ["\n\n", "Question"]) == 3
-    assert find_stop("abc", ["x", ""]) is None
