@@ -69,6 +69,20 @@ def test_gsm8k_train(shared_data, tmp_path, smol_dir):
     assert stats["skipped"]["total"] == 0
 
 
+def test_parquet_source_gives_the_jsonl_records(shared_data, tmp_path):
+    """Hub datasets mostly ship parquet: the same rows as parquet load to the same records as the JSONL."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    src = shared_data / "gsm8k/train.jsonl"
+    rows = [json.loads(line) for line in open(src)][:30]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    from_parquet = prepare_gsm8k.load([tmp_path / "train.parquet"])
+    from_jsonl = prepare_gsm8k.load([src], max_records=30)
+    assert from_parquet.read == from_jsonl.read == 30
+    assert [r["turns"] for r in from_parquet.records] == [r["turns"] for r in from_jsonl.records]
+
+
 def test_gsm8k_clean_answer_format():
     raw = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether 48+24 = <<48+24=72>>72.\n#### 72"
     assert prepare_gsm8k.format_answer(raw, "clean") == "Natalia sold 48/2 = 24 clips in May.\nAltogether 48+24 = 72.\nThe answer is 72."
