@@ -6,11 +6,13 @@ its examples in two flat int32 tensors with offsets, so a shard of 100k examples
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
+import numpy as np
 import torch
 
 from lit_gpt.utils import UserError, atomic_save, write_json
@@ -207,8 +209,9 @@ class Encoder:
         return chat_segments(self.tokenizer, turns) if self.template == "chat" else alpaca_segments(turns)
 
     def encode(self, records: list[dict], check: int = 4) -> dict:
-        """Encodes records (dicts with "turns"); returns {"examples": [(ids, labels) or None], "errors": [str|None],
-        "truncated": int, "mismatch": int}. The first `check` records are also tokenized whole, to count records
+        """Encodes records (dicts with "turns") into flat arrays: {"ids", "labels"} (int32, the kept examples one
+        after another), "lengths" (of the kept examples), "ok" (per record), "errors" (per record: None or why it was
+        skipped), "truncated" (indices of the records cut to max_seq_length) and "mismatch". The first `check` records are also tokenized whole, to count records
         whose piecewise tokenization differs from the whole-text one ("mismatch"; expected 0)."""
         tok = self.tokenizer
         all_segments, errors = [], []
@@ -219,7 +222,7 @@ class Encoder:
             except Exception as e:  # a template that rejects the conversation: reported, not fatal
                 all_segments.append([])
                 errors.append(f"cannot render: {e}")
-        if self.tokenizer.backend == "sentencepiece":
+        if tok.backend == "sentencepiece":
             # SentencePiece encodes each chunk with a dummy-prefix space, so pieces are cut from the whole text's
             # ids at the lengths of its prefixes instead (exact wherever a prefix tokenizes as a prefix).
             flat = []
@@ -229,50 +232,66 @@ class Encoder:
                     text += t
                     flat.append(text)
             prefix_ids = tok.encode_batch(flat, bos=False, eos=False) if flat else []
-            flat_pieces, k = [], 0
+            seg_ids, k = [], 0
             for segs in all_segments:
                 whole, start = prefix_ids[k + len(segs) - 1] if segs else [], 0
                 for j in range(len(segs)):
                     end = max(start, min(len(prefix_ids[k + j]), len(whole)))
-                    flat_pieces.append(whole[start:end])
+                    seg_ids.append([whole[start:end]])
                     start = end
                 k += len(segs)
-            flat_ids = iter(flat_pieces)
             check = 0
         else:
             flat = [text for segs in all_segments for text, _ in segs]
-            flat_ids = iter(tok.encode_batch(flat, bos=False, eos=False)) if flat else iter(())
-        examples, truncated, mismatch = [], 0, 0
-        eos = [tok.eos_id] if self.template == "alpaca" else []
+            seg_ids = tok.encode_batch_parts(flat) if flat else []  # each segment as parts (cut at special tokens)
+        # Every record as a run of pieces (its segments, with BOS before and EOS after each Alpaca answer), each
+        # piece all-target or no-target; the flat arrays are then built with numpy, not token by token.
+        bos = tok.bos_id if tok.bos_id is not None and tok.use_bos else None
+        eos = [tok.eos_id] if self.template == "alpaca" else None
+        pieces, piece_target, record_pieces, k = [], [], [], 0
+        for segs, err in zip(all_segments, errors):
+            n0 = len(pieces)
+            if err is None:
+                if bos is not None and not (self.template == "chat" and segs[0][0].startswith(self.bos_text)):
+                    pieces.append([bos])
+                    piece_target.append(False)
+                for j, (_, is_target) in enumerate(segs):
+                    pieces += seg_ids[k + j]
+                    piece_target += [is_target] * len(seg_ids[k + j])
+                    if is_target and eos:
+                        pieces.append(eos)
+                        piece_target.append(True)
+            k += len(segs)
+            record_pieces.append(len(pieces) - n0)
+        piece_len = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        ids = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int32, count=int(piece_len.sum()))
+        labels = np.where(np.repeat(np.array(piece_target, dtype=bool), piece_len), ids, np.int32(IGNORE_INDEX))
+        piece_end = np.concatenate([[0], np.cumsum(piece_len)])
+        record_end = piece_end[np.cumsum(record_pieces)]
+        record_start = np.concatenate([[0], record_end[:-1]])
+        keep_ids, keep_labels, lengths, ok, truncated, mismatch = [], [], [], [], [], 0
+        k = 0
         for n, (segs, err) in enumerate(zip(all_segments, errors)):
-            if err is not None:
-                examples.append(None)
-                continue
-            ids, labels = [], []
-            if tok.bos_id is not None and tok.use_bos and not (self.template == "chat" and segs[0][0].startswith(self.bos_text)):
-                ids.append(tok.bos_id)
-                labels.append(IGNORE_INDEX)
-            pieces = []
-            for text, is_target in segs:
-                seg_ids = next(flat_ids)
-                pieces.append(seg_ids)
-                ids.extend(seg_ids)
-                labels.extend(seg_ids if is_target else [IGNORE_INDEX] * len(seg_ids))
-                if is_target and eos:
-                    ids.extend(eos)
-                    labels.extend(eos)
-            if n < check:
+            a, b = int(record_start[n]), int(record_end[n])
+            if err is None and n < check:
                 whole = tok.encode_batch(["".join(t for t, _ in segs)], bos=False, eos=False)[0]
-                mismatch += whole != [i for p in pieces for i in p]
-            if len(ids) > self.max_seq_length:
-                truncated += 1
-                ids, labels = ids[: self.max_seq_length], labels[: self.max_seq_length]
-            if labels.count(IGNORE_INDEX) == len(labels):  # no response token survived truncation
-                examples.append(None)
-                errors[n] = f"no response tokens within max_seq_length={self.max_seq_length}"
-                continue
-            examples.append((ids, labels))
-        return {"examples": examples, "errors": errors, "truncated": truncated, "mismatch": mismatch}
+                mismatch += whole != [i for parts in seg_ids[k : k + len(segs)] for p in parts for i in p]
+            k += len(segs)
+            if err is None and b - a > self.max_seq_length:
+                truncated.append(n)
+                b = a + self.max_seq_length
+            if err is None and not (labels[a:b] != IGNORE_INDEX).any():  # no response token survived truncation
+                errors[n] = err = f"no response tokens within max_seq_length={self.max_seq_length}"
+            ok.append(err is None)
+            if err is None:
+                keep_ids.append(ids[a:b])
+                keep_labels.append(labels[a:b])
+                lengths.append(b - a)
+        empty = np.zeros(0, dtype=np.int32)
+        return {"ids": np.concatenate(keep_ids) if keep_ids else empty,
+                "labels": np.concatenate(keep_labels) if keep_labels else empty,
+                "lengths": np.array(lengths, dtype=np.int64), "ok": ok, "errors": errors,
+                "truncated": truncated, "mismatch": mismatch}
 
 
 _WORKER: dict = {}
@@ -283,16 +302,7 @@ def _worker_init(checkpoint_dir: str, max_seq_length: int, template: str) -> Non
 
 
 def _worker_encode(records: list[dict]) -> dict:
-    out = _WORKER["encoder"].encode(records)
-    # Flat int32 arrays pickle far faster than lists of Python ints.
-    import numpy as np
-
-    kept = [e for e in out["examples"] if e is not None]
-    out["lengths"] = np.array([len(x) for x, _ in kept], dtype=np.int64)
-    out["ids"] = np.fromiter((i for x, _ in kept for i in x), dtype=np.int32, count=int(out["lengths"].sum()))
-    out["labels"] = np.fromiter((i for _, y in kept for i in y), dtype=np.int32, count=int(out["lengths"].sum()))
-    out["examples"] = [e is not None for e in out["examples"]]
-    return out
+    return _WORKER["encoder"].encode(records)
 
 
 def encode_records(
@@ -301,33 +311,39 @@ def encode_records(
     max_seq_length: int = 2048,
     template: str = "auto",
     num_workers: int = 0,
-    chunk_size: int = 500,
+    chunk_size: int = 2000,
     desc: str = "tokenizing",
+    encoder: Optional[Encoder] = None,
 ) -> tuple[list[dict], dict]:
-    """Tokenizes records in `num_workers` processes (0: one per CPU, at most 8; 1: in this process).
+    """Tokenizes records; returns the examples (in record order, skipped records left out) and stats: records,
+    tokens, target_tokens, truncated, mismatch, `skipped` as a list of (record index, reason) and `truncated_records`
+    (record indices).
 
-    Returns the examples (in record order, skipped records left out) and stats: records, tokens, target_tokens,
-    truncated, mismatch, and `skipped` as a list of (record index, reason).
+    num_workers: 0 picks: this process when the tokenizer encodes a batch on all cores itself (HF tokenizers and
+    tiktoken, in Rust), else one process per CPU (at most 8; SentencePiece encodes one text at a time); 1: this
+    process; N: N processes. `encoder` reuses an `Encoder` already built for this checkpoint and settings.
     """
     import multiprocessing as mp
 
-    import numpy as np
     from tqdm import tqdm
 
+    if encoder is None and num_workers <= 1:
+        encoder = Encoder(checkpoint_dir, max_seq_length, template)
     if num_workers <= 0:
-        num_workers = max(1, min(os.cpu_count() or 1, 8))
+        num_workers = 1 if encoder.tokenizer.backend != "sentencepiece" else max(1, min(os.cpu_count() or 1, 8))
+    if num_workers > 1:
+        chunk_size = min(chunk_size, 500)  # several chunks per process, so the pool stays busy
     num_workers = max(1, min(num_workers, (len(records) + chunk_size - 1) // chunk_size))
     chunks = [records[i : i + chunk_size] for i in range(0, len(records), chunk_size)]
-    args = (str(checkpoint_dir), max_seq_length, template)
     if num_workers == 1:
-        _worker_init(*args)
-        results = map(_worker_encode, chunks)
+        encoder = encoder or Encoder(checkpoint_dir, max_seq_length, template)
+        results = map(encoder.encode, chunks)
         pool = None
     else:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        pool = ctx.Pool(num_workers, initializer=_worker_init, initargs=args)
+        pool = ctx.Pool(num_workers, initializer=_worker_init, initargs=(str(checkpoint_dir), max_seq_length, template))
         results = pool.imap(_worker_encode, chunks)
-    examples, skipped = [], []
+    examples, skipped, truncated = [], [], []
     stats = {"records": 0, "tokens": 0, "target_tokens": 0, "truncated": 0, "mismatch": 0}
     try:
         with tqdm(total=len(records), desc=desc, unit="rec", disable=not records or None) as bar:
@@ -335,7 +351,7 @@ def encode_records(
             for chunk, out in zip(chunks, results):
                 offsets = np.concatenate([[0], np.cumsum(out["lengths"])])
                 k = 0
-                for j, (ok, err) in enumerate(zip(out["examples"], out["errors"])):
+                for j, (ok, err) in enumerate(zip(out["ok"], out["errors"])):
                     if not ok:
                         skipped.append((base + j, err))
                         continue
@@ -344,21 +360,21 @@ def encode_records(
                     k += 1
                 stats["tokens"] += int(out["lengths"].sum())
                 stats["target_tokens"] += int((out["labels"] != IGNORE_INDEX).sum())
-                stats["truncated"] += out["truncated"]
+                truncated += [base + j for j in out["truncated"]]
                 stats["mismatch"] += out["mismatch"]
                 base += len(chunk)
                 bar.update(len(chunk))
     finally:
         if pool is not None:
             pool.terminate()
-    stats["records"] = len(examples)
+    stats["records"], stats["truncated"] = len(examples), len(truncated)
     if stats["mismatch"]:
         print(
             f"warning: {stats['mismatch']} checked records tokenize differently piecewise than whole; "
             "labels may be off by a token at turn boundaries",
             file=sys.stderr,
         )
-    return examples, {**stats, "skipped": skipped}
+    return examples, {**stats, "skipped": skipped, "truncated_records": truncated}
 
 
 def write_dataset(

@@ -180,6 +180,7 @@ class Tokenizer:
         self.vocab_size = first_special + len(specials)
         self._first_special = first_special
         self._special_ids = set(specials.values())
+        self._tiktoken_specials = specials
         self._tiktoken_ids = {**{t.decode("utf-8", errors="replace"): i for t, i in ranks.items()}, **specials}
         # Qwen-1 has no BOS; <|endoftext|> ends documents.
         self._default_special_tokens = {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
@@ -217,12 +218,55 @@ class Tokenizer:
 
     def _encode_many(self, texts: list[str]) -> list[list[int]]:
         if self.backend == "huggingface":
-            return [e.ids for e in self.processor.encode_batch(texts, add_special_tokens=False)]
+            # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody here reads: ~20% faster.
+            encode = getattr(self.processor, "encode_batch_fast", self.processor.encode_batch)
+            return [e.ids for e in encode(texts, add_special_tokens=False)]
         if self.backend == "tiktoken":
             # Qwen-1 normalizes to NFC and lets special tokens written in the text through.
             texts = [unicodedata.normalize("NFC", t) for t in texts]
             return self.processor.encode_batch(texts, allowed_special="all", disallowed_special=())
         return [self._encode_sentencepiece(t) for t in texts]
+
+    def encode_batch_parts(self, texts: list[str]) -> list[list[list[int]]]:
+        """Each text's ids (no BOS/EOS) as a list of parts whose concatenation is `encode_batch([text])[0]`.
+
+        The texts are cut at the tokenizer's added tokens, which it matches whole before anything else, so each
+        stretch between them encodes on its own; each distinct stretch is encoded once. A chat template's fixed
+        text, a default system prompt, a prompt shared by several answers: encoded the first time only."""
+        split = self._added_token_split()
+        if split is None:
+            return [[ids] for ids in self._encode_many(list(texts))]
+        regex, added_ids = split
+        memo: dict[str, int] = {}
+        plans = []
+        for text in texts:
+            plan = []
+            for k, part in enumerate(regex.split(text)):
+                if k % 2:
+                    plan.append(added_ids[part])
+                elif part:
+                    plan.append(memo.setdefault(part, len(memo)))
+            plans.append(plan)
+        encoded = self._encode_many(list(memo))
+        return [[p if isinstance(p, list) else encoded[p] for p in plan] for plan in plans]
+
+    def _added_token_split(self) -> Optional[tuple[re.Pattern, dict[str, list[int]]]]:
+        """(a regex whose split keeps the added tokens at odd positions, each added token's [id]), or None where
+        cutting the text at them could change the ids (tokens that strip neighbouring spaces, or match normalized
+        text)."""
+        if not hasattr(self, "_added_split"):
+            self._added_split, tokens = None, {}
+            if self.backend == "huggingface":
+                added = list(self.processor.get_added_tokens_decoder().items())
+                if added and not any(t.lstrip or t.rstrip or t.single_word or (t.normalized and not t.special)
+                                     for _, t in added):
+                    tokens = {t.content: [i] for i, t in added}
+            elif self.backend == "tiktoken":
+                tokens = {t: [i] for t, i in self._tiktoken_specials.items()}
+            if tokens:
+                alternatives = "|".join(map(re.escape, sorted(tokens, key=len, reverse=True)))
+                self._added_split = (re.compile(f"({alternatives})"), tokens)
+        return self._added_split
 
     def _encode_sentencepiece(self, text: str) -> list[int]:
         sp = self.processor

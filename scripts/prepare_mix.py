@@ -27,6 +27,7 @@ The config (YAML):
       min_words: 8
       max_items: 20                          # n-grams shared by more eval items are boilerplate
       skip_missing: false                    # true: warn about (and list) eval sets not found instead of failing
+      cache: true                            # keep the built index in ~/.cache/lit_gpt/eval_index (or this dir)
       eval_sets:                             # name: path(s) (kind = name), or name: {kind: ..., path: ...}
         mmlu: ../shared/data/mmlu/test
         gsm8k: ../shared/data/gsm8k/test.jsonl
@@ -44,6 +45,7 @@ import random
 import sys
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -53,8 +55,8 @@ import yaml
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from lit_gpt.data import encode_records, write_dataset  # noqa: E402
-from lit_gpt.decontaminate import EVAL_LOADERS, Vocab, build_eval_index, minhash_signatures, near_duplicates, record_text  # noqa: E402
+from lit_gpt.data import Encoder, encode_records, write_dataset  # noqa: E402
+from lit_gpt.decontaminate import EVAL_LOADERS, Vocab, build_eval_index, default_cache_dir, minhash_signatures, near_duplicates, record_text  # noqa: E402
 from lit_gpt.utils import UserError, atomic_path, cli, write_json  # noqa: E402
 from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, read_records, source_files, split_indices, write_records  # noqa: E402
 
@@ -146,6 +148,11 @@ def eval_sets_from(cfg: dict, config_dir: Path, skip_missing: bool = False) -> t
     return out, missing
 
 
+def takes_all(spec: dict, n: int) -> bool:
+    """Whether a source of `n` records goes into the mix whole (or repeated), whatever deduplication removes."""
+    return spec["records"] >= n if "records" in spec else float(spec.get("weight", 1.0)) >= 1
+
+
 def select(n: int, spec: dict, rng: random.Random) -> list[int]:
     """Indices (with repeats when upsampling) of the `n` clean records of a source to put in the mix."""
     want = spec["records"] if "records" in spec else round(float(spec.get("weight", 1.0)) * n)
@@ -193,11 +200,27 @@ def setup(
     owner = np.array([i for i, lo in enumerate(loaded) for _ in lo.records], dtype=np.int64)
     timings["load"] = time.perf_counter() - t0
 
+    # Sources taken whole are tokenized now, in a thread, while the evaluation index is built and the records are
+    # deduplicated (HF tokenizers and tiktoken encode in Rust without the GIL); sampled sources wait for the sample.
+    encoder = Encoder(checkpoint_dir, max_seq_length, template)
+    early = [i for i in range(len(records)) if takes_all(specs[owner[i]], len(loaded[owner[i]].records))]
+    executor = None
+    if encoder.tokenizer.backend != "sentencepiece" and num_workers in (0, 1):
+        executor = ThreadPoolExecutor(1)
+        early_encoded = executor.submit(encode_records, [records[i] for i in early], checkpoint_dir, max_seq_length,
+                                        template, 1, desc="mix tokenize", encoder=encoder)
+    else:  # worker processes are not forked from a process running threads
+        early, early_encoded = [], Future()
+        early_encoded.set_result(([], {"skipped": [], "truncated_records": []}))
+
     # 2. normalized words of every record, and of the evaluation sets, in one vocabulary
     t = time.perf_counter()
     vocab = Vocab()
     eval_sets, missing_sets = eval_sets_from(decon_cfg.get("eval_sets"), config_dir, bool(decon_cfg.get("skip_missing")))
-    index = build_eval_index(eval_sets, vocab, decon_cfg["ngram"], decon_cfg["min_words"], decon_cfg["max_items"]) if eval_sets else None
+    cache = decon_cfg.get("cache", True)
+    cache_dir = (default_cache_dir() if cache is True else _path(cache, config_dir)) if cache else None
+    index = build_eval_index(eval_sets, vocab, decon_cfg["ngram"], decon_cfg["min_words"], decon_cfg["max_items"],
+                             cache_dir) if eval_sets else None
     timings["eval_index"] = time.perf_counter() - t
     t = time.perf_counter()
     ids, lengths = vocab.encode_many(record_text(r) for r in records)
@@ -255,30 +278,49 @@ def setup(
     rng.shuffle(train)
     rng.shuffle(val)
 
-    # 5. tokenize and write
+    # 5. tokenize (what the thread has not) and write
+    t = time.perf_counter()
+    encoded: dict[int, Any] = {}  # record -> example, or the reason it could not be encoded
+    truncated_records: set[int] = set()
+
+    def collect(indices: list[int], result: tuple[list[dict], dict]) -> None:
+        examples, st = result
+        skipped = dict(st["skipped"])
+        truncated_records.update(indices[k] for k in st["truncated_records"])
+        it = iter(examples)
+        for k, i in enumerate(indices):
+            encoded[i] = skipped[k] if k in skipped else next(it)
+
+    collect(early, early_encoded.result())
+    if executor is not None:
+        executor.shutdown()
+    rest = sorted(set(train + val) - set(early))
+    collect(rest, encode_records([records[i] for i in rest], checkpoint_dir, max_seq_length, template, num_workers,
+                                 desc="mix tokenize (sampled sources)", encoder=encoder))
+    timings["tokenize_wait"] = time.perf_counter() - t
     t = time.perf_counter()
     out_dir = Path(out_dir)
     splits, kept, tok_stats = {}, [], Counter()
     src_tokens, src_out, src_skipped = Counter(), Counter(), Counter()
-    truncated = 0
+    truncated, reported = 0, set()
     for split, idx in (("train", train), ("val", val)):
-        recs = [records[i] for i in idx]
-        examples, st = encode_records(recs, checkpoint_dir, max_seq_length, template, num_workers, desc=f"mix {split}")
-        bad = {k for k, _ in st["skipped"]}
-        for k, reason in st["skipped"]:
-            src_skipped[owner[idx[k]]] += 1
-            dropped.append({"id": recs[k]["id"], "source": recs[k]["source"], "reason": reason})
-        good = [k for k in range(len(idx)) if k not in bad]
-        for k, ex in zip(good, examples):
-            src_tokens[owner[idx[k]]] += len(ex["input_ids"])
-            src_out[(owner[idx[k]], split)] += 1
-        kept += [{**recs[k], "split": split} for k in good]
+        examples = []
+        for i in idx:
+            ex = encoded[i]
+            if isinstance(ex, str):
+                src_skipped[owner[i]] += 1
+                if i not in reported:
+                    reported.add(i)
+                    dropped.append({"id": records[i]["id"], "source": records[i]["source"], "reason": ex})
+                continue
+            examples.append(ex)
+            kept.append({**records[i], "split": split})
+            src_tokens[owner[i]] += len(ex["input_ids"])
+            src_out[(owner[i], split)] += 1
+            truncated += i in truncated_records
         splits[split] = examples
         tok_stats[f"{split}_records"] = len(examples)
-        tok_stats[f"{split}_tokens"] = st["tokens"]
-        truncated += st["truncated"]
-    timings["tokenize"] = time.perf_counter() - t
-    t = time.perf_counter()
+        tok_stats[f"{split}_tokens"] = sum(len(ex["input_ids"]) for ex in examples)
 
     sources_manifest = []
     for s, (spec, lo) in enumerate(zip(specs, loaded)):
@@ -319,6 +361,7 @@ def setup(
             "eval_sets": {n: {"kind": e["kind"], "paths": [str(p) for p in e["paths"]], "items": index.counts[n]}
                           for n, e in eval_sets.items()},
             "boilerplate_ngrams_ignored": index.boilerplate if index is not None else 0,
+            "index_from_cache": str(index.cache_file) if index is not None and index.cache_file else None,
             "eval_sets_missing": missing_sets,
         },
         "sources": sources_manifest,

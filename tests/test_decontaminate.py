@@ -16,6 +16,51 @@ def test_normalize():
     assert normalize("  ") == []
 
 
+def test_encode_many_gives_the_words_of_normalize():
+    # Arrow's kernels (RE2, its whitespace split) must cut exactly the words Python's `normalize` does
+    texts = ["Tom's  CAR,\n red.", "", "   ", "###\nArticle: (CNN)Share, and-your gift", "naïve café ÉTÉ", "e\u0301te\u0301",
+             "a\u00a0b\u2003c\u3000d", "x\x1cy\x85z\u200bq", "tab\there\vv\fw\rx", "ß ǅ İstanbul", "١٢٣ ½ ² ⅷ", "snake_case",
+             "emoji 🙂 ok", "“curly” ‘quotes’ — dash…", "中文，标点。", "trailing   "]
+    rng = random.Random(0)
+    alphabet = "aZ9_ .,'\n\t-é\u00a0\u2003\x85ß!?()“”"
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(40))) for _ in range(300)]
+    vocab = Vocab()
+    ids, lengths = vocab.encode_many(texts)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    for i, t in enumerate(texts):
+        assert ids[starts[i] : starts[i + 1]].tolist() == vocab.encode(normalize(t)), repr(t)
+
+
+def test_eval_index_cache_is_reused_and_invalidated(tmp_path, capsys):
+    data = tmp_path / "gsm8k.jsonl"
+    rows = [{"question": f"Question {i}: a farmer has {i} cows and buys {i + 3} more cows at the market today",
+             "answer": f"He has {2 * i + 3} cows. #### {2 * i + 3}"} for i in range(50)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sets, cache = {"gsm8k": {"kind": "gsm8k", "paths": [data]}}, tmp_path / "cache"
+    texts = ["Please solve: " + rows[7]["question"].upper(), "nothing to see here at all in this sentence today"]
+
+    def run():
+        vocab = Vocab()
+        index = build_eval_index(sets, vocab, cache_dir=cache)
+        return index, index.match(*vocab.encode_many(texts))
+
+    built, found = run()
+    assert built.cache_file is None and found[0] is not None and found[1] is None
+    loaded, found_again = run()
+    assert loaded.cache_file is not None and found_again == found
+    assert loaded.describe(found[0]) == built.describe(found[0]) and len(loaded) == len(built) == 50
+    # an edited evaluation file is a new key: rebuilt
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows[:10]))
+    edited, _ = run()
+    assert edited.cache_file is None and len(edited) == 10
+    # a damaged cache file is rebuilt, with a warning
+    path = run()[0].cache_file
+    path.write_bytes(b"not an npz")
+    rebuilt, found = run()
+    assert rebuilt.cache_file is None and found[0] is not None
+    assert "rebuilding the evaluation index" in capsys.readouterr().err
+
+
 def test_minhash_signatures_equal_datasketch():
     datasketch = pytest.importorskip("datasketch")
     texts = ["The quick brown fox jumps over the lazy dog again and again", "short one", "",

@@ -96,6 +96,17 @@ def test_planted_eval_items_are_removed_and_nothing_else(shared_data, tmp_path, 
     assert "| planted | 0 | 0 | 0 | 50 | 50 | 0 |" in md
     assert len(SplitDataset(tmp_path / "out", "train")) + len(SplitDataset(tmp_path / "out", "val")) == clean_m["records_out"]
 
+    # Again, in this process (tokenizing in a thread while deduplicating) with the evaluation index from the cache
+    # the first run left: the same mix, example for example.
+    assert manifest["decontaminate"]["index_from_cache"] is None
+    again = prepare_mix(tmp_path / "mix.yaml", smol_dir, tmp_path / "again", num_workers=0)
+    assert again["decontaminate"]["index_from_cache"]
+    assert again["sources"] == manifest["sources"] and again["totals"] == manifest["totals"]
+    for split in ("train", "val"):
+        a, b = SplitDataset(tmp_path / "out", split), SplitDataset(tmp_path / "again", split)
+        assert all((a[i]["input_ids"] == b[i]["input_ids"]).all() and (a[i]["labels"] == b[i]["labels"]).all()
+                   for i in range(len(a))) and len(a) == len(b)
+
 
 def test_dedup_sampling_and_determinism(tmp_path, smol_dir):
     rows = [chat(f"Tell me fact number {i} about the ocean and its many strange creatures.", f"Fact {i}: water is wet, number {i * 3}.")

@@ -295,3 +295,19 @@ def test_chat_template_from_chat_template_jinja(smollm2_checkpoint, tmp_path):
     tok = Tokenizer(tmp_path)
     messages = [{"role": "user", "content": "Hi"}]
     assert tok.apply_chat_template(messages) == Tokenizer(smollm2_checkpoint).apply_chat_template(messages)
+
+
+# ---------------------------------------------------------------- encode_batch_parts
+def test_encode_batch_parts_concatenate_to_the_whole_encoding(smol_dir, qwen_dir):
+    # texts with special tokens inside words, at the ends, doubled, and stretches repeated across texts
+    for directory, specials in ((smol_dir, ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]),
+                                (qwen_dir, ["<|im_start|>", "<|im_end|>", "<|endoftext|>"])):
+        tok = Tokenizer(directory)
+        texts = []
+        for i, s in enumerate(STRINGS[:120]):
+            a, b = specials[i % 3], specials[(i + 1) % 3]
+            texts += [f"{a}system\nBe brief.{b}\n{a}user\n{s}{b}", f"{s}{a}{b}{s[:5]}", s, f"x{a}" + s + a]
+        parts = tok.encode_batch_parts(texts)
+        assert tok._added_token_split() is not None
+        assert [[i for p in ps for i in p] for ps in parts] == tok.encode_batch(texts, bos=False)
+        assert len(parts[0]) >= 5  # cut at the special tokens
