@@ -196,6 +196,7 @@ def main(
     cnn_max_new_tokens: int = 64,
     warmup_requests: int = 4,
     profile: str = "helm",
+    prefix_cache_mb: Optional[float] = None,
     out: Optional[Path] = None,
 ) -> list[dict]:
     """Measures requests/s, generated tokens/s and latency percentiles at each number of concurrent clients.
@@ -213,6 +214,7 @@ def main(
         profile: "helm" (the MMLU/GSM8K/CNN-DM mix) or "decode" (zero-shot GSM8K questions, each generating
             --gsm8k_max_new_tokens tokens with no stop sequence: where batching pays on a CPU, whose prefill is
             compute-bound).
+        prefix_cache_mb: The server's PREFIX_CACHE_MB (0: no prefix cache; default: the server's default).
         out: Also write the results as JSON here.
     """
     if not SHARED.is_dir():
@@ -224,24 +226,37 @@ def main(
         raise UserError("--clients must list positive integers, e.g. 1,4")
     if profile not in ("helm", "decode"):
         raise UserError(f"--profile {profile!r}: expected helm or decode")
-    mix = build_mix(SHARED, 600, mmlu_share, gsm8k_max_new_tokens, cnn_max_new_tokens, profile=profile)
+    mix = build_mix(SHARED, 1200, mmlu_share, gsm8k_max_new_tokens, cnn_max_new_tokens, profile=profile)
+    # Each level (and the warmup) gets its own requests: the server's prefix cache keeps whole prompts, so a replayed
+    # sequence would find them all cached. What the levels share is what HELM's requests share (few-shot prefixes).
+    chunk = (len(mix) - warmup_requests) // len(levels)
 
     proc = None
     if url is None:
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_server.{os.getpid()}.log"
-        proc, url = start_server(checkpoint_dir, log, {})
+        env = {} if prefix_cache_mb is None else {"PREFIX_CACHE_MB": str(prefix_cache_mb)}
+        proc, url = start_server(checkpoint_dir, log, env)
         print(f"server at {url} (log: {log})", file=sys.stderr)
     try:
-        run_level(url, mix[::-1], 1, 600, warmup_requests)
+        import httpx
+
+        run_level(url, mix[len(mix) - warmup_requests:], 1, 600, warmup_requests)
         results = []
-        for n in levels:
-            r = run_level(url, mix, n, duration, max_requests)
+        for level, n in enumerate(levels):
+            before = httpx.get(url + "/health", timeout=10).json()
+            r = run_level(url, mix[level * chunk : (level + 1) * chunk], n, duration, max_requests)
+            after = httpx.get(url + "/health", timeout=10).json()
+            if after.get("prefix_cache") is not None:
+                r["prompt_tokens_computed"] = after["prefill_tokens"] - before["prefill_tokens"]
+                r["prompt_tokens_from_prefix_cache"] = after["prefix_cache"]["hit_tokens"] - before["prefix_cache"]["hit_tokens"]
             results.append(r)
             lat = r["latency_s"]
             print(f"clients={n}: {r['requests']} requests ({r['errors']} errors) in {r['wall_s']:.0f}s: "
                   f"{r['requests_per_s']:.2f} req/s, {r['tokens_per_s']:.1f} generated tokens/s, latency "
                   f"p50 {lat['p50']:.2f}s p90 {lat['p90']:.2f}s p99 {lat['p99']:.2f}s; per task "
-                  + ", ".join(f"{t} n={v['requests']} p50 {v['p50']:.2f}s" for t, v in r["per_task"].items()))
+                  + ", ".join(f"{t} n={v['requests']} p50 {v['p50']:.2f}s" for t, v in r["per_task"].items())
+                  + (f"; prompt tokens computed {r['prompt_tokens_computed']}, from the prefix cache "
+                     f"{r['prompt_tokens_from_prefix_cache']}" if "prompt_tokens_computed" in r else ""))
         if len(results) > 1:
             base = results[0]["requests_per_s"]
             for r in results[1:]:

@@ -2,9 +2,9 @@
 
 Both answer HELM `Request`s with the completion text HELM would score, and count tokens for HELM's prompt fitting.
 
-- `InProcessBackend`: a checkpoint dir. Requests for one greedy token (HELM's multiple-choice questions) are scored
-  in left-padded batches from the next-token logits; the rest use the KV-cached `lit_gpt.generation.generate`,
-  cut at the first stop sequence.
+- `InProcessBackend`: a checkpoint dir, served by the submission's own batching engine (`submission/engine.py`):
+  requests run in continuous batches over the KV cache, prompts sharing a prefix (HELM's few-shot examples) compute
+  it once, and the numbers are those the submitted server gives. Texts are cut at the first stop sequence.
 - `HTTPBackend`: POSTs to `<server_url>/process` exactly the JSON HELM's `neurips/local` client
   (helm/clients/http_model_client.py) sends, and reads `text` back; tokens are counted with `/tokenize` and
   prompts truncated with `/tokenize` + `/decode` (helm/tokenizers/http_model_tokenizer.py). Like HELM's client,
@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
 
 from eval.helm import Request
 from lit_gpt.generation import find_stop
@@ -44,6 +43,7 @@ class InProcessBackend:
         precision: Optional[str] = None,
         batch_tokens: int = 8192,
         seed: int = 1234,
+        max_batch_size: Optional[int] = None,
         model=None,
         tokenizer=None,
     ) -> None:
@@ -54,6 +54,7 @@ class InProcessBackend:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device = model.transformer.wte.weight.device
         self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size or (32 if self.device.type == "cuda" else 8)
         self.seed = seed
         self.name = str(checkpoint_dir) if checkpoint_dir else "in-process"
 
@@ -77,75 +78,47 @@ class InProcessBackend:
     # -- completions
     def complete(self, requests: list[Request], progress: Optional[Callable[[int], None]] = None,
                  deciders: Optional[list] = None) -> list[str]:
-        out: list[Optional[str]] = [None] * len(requests)
-        single = [i for i, r in enumerate(requests) if r.max_tokens == 1 and r.temperature <= 1e-5]
-        for i, text in self._next_token_batched([requests[i].prompt for i in single], single, progress):
-            out[i] = text
+        from lit_gpt.generation import GREEDY_TEMPERATURE
+        from submission.engine import Engine, SamplingParams
+
+        engine = Engine(self.model, self.tokenizer, max_batch_size=self.max_batch_size, max_queue=len(requests) + 1,
+                        max_prefill_tokens=self.batch_tokens)
+        futures = []
         for i, r in enumerate(requests):
-            if out[i] is None:
-                out[i] = self._generate(r, i, deciders[i] if deciders else None)
-                if progress:
-                    progress(1)
-        return out
-
-    @torch.inference_mode()
-    def _next_token_batched(self, prompts: list[str], index: list[int], progress):
-        from lit_gpt.model import left_padded_attention
-
-        encoded = [self._fit(self.encode(p), 1) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda j: -len(encoded[j]))
-        start = 0
-        while start < len(order):
-            longest = len(encoded[order[start]])
-            size = max(1, min(len(order) - start, self.batch_tokens // max(longest, 1)))
-            batch = order[start : start + size]
-            start += size
-            T = longest
-            idx = torch.zeros(len(batch), T, dtype=torch.long)
-            pads = torch.tensor([T - len(encoded[j]) for j in batch])
-            for row, j in enumerate(batch):
-                idx[row, T - len(encoded[j]):] = torch.tensor(encoded[j])
-            mask, pos = left_padded_attention(pads.to(self.device), T, T)
-            hidden = self.model(idx.to(self.device), position_ids=pos, mask=mask, return_hidden=True)[:, -1]
-            tokens = self.model.lm_head(hidden).argmax(dim=-1).tolist()
-            for row, j in enumerate(batch):
-                yield index[j], self._text([tokens[row]])
+            ids = self._fit(self.encode(r.prompt), r.max_tokens)
+            max_new = min(r.max_tokens, self.model.max_seq_length - len(ids))
+            if max_new < 1:
+                futures.append(None)
+                continue
+            sampling = r.temperature > GREEDY_TEMPERATURE
+            params = SamplingParams(
+                max_new_tokens=max_new, temperature=r.temperature, top_k=SERVER_TOP_K if sampling else None,
+                top_p=r.top_p, seed=self.seed + i, top_k_per_token=0, stop_sequences=list(r.stop_sequences),
+                stop_when=deciders[i] if deciders else None,
+            )
+            futures.append(engine.submit(ids, params))
             if progress:
-                progress(len(batch))
-
-    def _text(self, ids: list[int]) -> str:
-        ids = [t for t in ids if t not in self.tokenizer.stop_ids]
-        return self.tokenizer.decode(ids)
+                futures[-1].add_done_callback(lambda _: progress(1))
+        engine.start()
+        try:
+            out = []
+            for f in futures:
+                if f is None:
+                    out.append("")
+                    if progress:
+                        progress(1)
+                    continue
+                text = self.tokenizer.decode(f.result().new_ids)
+                cut = find_stop(text, requests[len(out)].stop_sequences)
+                out.append(text[:cut] if cut >= 0 else text)
+        finally:
+            engine.stop()
+        return out
 
     def _fit(self, ids: list[int], max_new_tokens: int) -> list[int]:
         """Keep the prompt's last tokens if it would overflow the model's context (the server does the same)."""
         room = self.model.max_seq_length - max_new_tokens
         return ids[-room:] if len(ids) > room else ids
-
-    def _generate(self, r: Request, i: int, decided: Optional[Callable[[str], bool]]) -> str:
-        from lit_gpt.generation import GREEDY_TEMPERATURE, generate
-
-        ids = self._fit(self.encode(r.prompt), r.max_tokens)
-        max_new = min(r.max_tokens, self.model.max_seq_length - len(ids))
-        if max_new < 1:
-            return ""
-        gen = torch.Generator(device=self.device).manual_seed(self.seed + i)
-        sampling = r.temperature > GREEDY_TEMPERATURE
-        new: list[int] = []
-        text = ""
-        for tok in generate(self.model, torch.tensor(ids), max_new, temperature=r.temperature,
-                            top_k=SERVER_TOP_K if sampling else None, top_p=r.top_p,
-                            stop_ids=self.tokenizer.stop_ids, generator=gen):
-            if tok in self.tokenizer.stop_ids:
-                break
-            new.append(tok)
-            text = self.tokenizer.decode(new)
-            cut = find_stop(text, r.stop_sequences)
-            if cut >= 0:
-                return text[:cut]
-            if decided is not None and decided(text):
-                break
-        return text
 
 
 class HTTPBackend:

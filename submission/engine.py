@@ -14,6 +14,12 @@ All rows share the slot of their next token (`pos`, the model's shared `input_po
 and starts after `pad` slots of padding that `left_padded_attention` hides (and from which rotary positions count).
 A joining prompt longer than `pos` shifts the running rows right; when every row has padding on the left, it is
 trimmed. Each forward pass sees a view of the storage up to its last slot, so attention never spans unused capacity.
+
+The prefix cache: HELM's prompts repeat long prefixes (every MMLU question of a subject starts with the same 5-shot
+examples, every GSM8K question with the same chain-of-thought examples). After a prefill, the keys/values of each
+prompt are kept in blocks of 16 tokens, keyed by everything up to the block's end; a later prompt copies the blocks
+of its longest cached prefix into its cache slots and computes only the rest. Keys are cached after the rotary
+embedding at the prompt's own positions (which start at 0 whatever the slot), so they are valid in any row.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -44,6 +51,7 @@ class SamplingParams:
     echo_prompt: bool = False  # also score the prompt tokens
     top_k_per_token: int = 1
     stop_sequences: list[str] = field(default_factory=list)
+    stop_when: Optional[Callable[[str], bool]] = None  # in-process callers: stop once this holds for the text so far
 
 
 @dataclass
@@ -56,9 +64,62 @@ class Completion:
     new_top: list[list[tuple[int, float]]]  # the top_k_per_token (id, logprob) at each generated position
     prompt_logprobs: list[float] = field(default_factory=list)  # echo_prompt: tokens 1.. of the prompt
     prompt_top: list[list[tuple[int, float]]] = field(default_factory=list)
-    finish_reason: str = "length"  # "length" | "stop" (a stop id) | "stop_sequence"
+    finish_reason: str = "length"  # "length" | "stop" (a stop id) | "stop_sequence" | "stop_when"
     queue_time: float = 0.0
     run_time: float = 0.0
+
+
+class PrefixCache:
+    """Keys/values of prompt prefixes in blocks of `block` tokens, least recently used dropped beyond `max_bytes`.
+
+    A block is keyed by a hash chained over all blocks before it, and its own tokens are compared on a hit."""
+
+    def __init__(self, max_bytes: int, block: int = 16) -> None:
+        self.max_bytes, self.block = max_bytes, block
+        self.blocks: OrderedDict[int, tuple[tuple[int, ...], torch.Tensor]] = OrderedDict()
+        self.bytes = 0
+        self.lookups = self.hit_tokens = 0
+
+    def _keys(self, ids: list[int], n_blocks: int) -> list[tuple[int, tuple[int, ...]]]:
+        h, out = 0, []
+        for k in range(n_blocks):
+            tokens = tuple(ids[k * self.block : (k + 1) * self.block])
+            h = hash((h, tokens))
+            out.append((h, tokens))
+        return out
+
+    def lookup(self, ids: list[int]) -> Optional[torch.Tensor]:
+        """(n_layer, 2, groups, n, head_size) keys/values of the longest cached prefix of `ids` (n a multiple of the
+        block, leaving at least one token to compute), or None."""
+        self.lookups += 1
+        found = []
+        for h, tokens in self._keys(ids, (len(ids) - 1) // self.block):
+            entry = self.blocks.get(h)
+            if entry is None or entry[0] != tokens:
+                break
+            self.blocks.move_to_end(h)
+            found.append(entry[1])
+        if not found:
+            return None
+        self.hit_tokens += len(found) * self.block
+        return torch.cat(found, dim=3)
+
+    def store(self, ids: list[int], read: Callable[[int, int], torch.Tensor], have: int = 0) -> None:
+        """Keeps the blocks of `ids` not cached yet; `read(a, b)` gives the keys/values of tokens a..b-1 as
+        (n_layer, 2, groups, b - a, head_size). `have`: how many tokens a lookup just found."""
+        keys = self._keys(ids, len(ids) // self.block)
+        missing = [k for k in range(have // self.block, len(keys)) if keys[k][0] not in self.blocks]
+        if not missing:
+            return
+        first = missing[0] * self.block
+        kv = read(first, len(keys) * self.block)
+        for k in missing:
+            block = kv[:, :, :, k * self.block - first : (k + 1) * self.block - first].clone()
+            self.blocks[keys[k][0]] = (keys[k][1], block)
+            self.bytes += block.numel() * block.element_size()
+        while self.bytes > self.max_bytes and self.blocks:
+            _, (_, block) = self.blocks.popitem(last=False)
+            self.bytes -= block.numel() * block.element_size()
 
 
 @dataclass
@@ -81,6 +142,7 @@ class Engine:
         max_queue: int = 128,
         max_seq_length: Optional[int] = None,
         max_prefill_tokens: int = 8192,
+        prefix_cache_mb: float = 1024,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -94,6 +156,8 @@ class Engine:
         cfg = model.config
         self._cache_shape = (max_batch_size, cfg.n_query_groups, cfg.head_size)
         self.queue: queue.Queue[_Job] = queue.Queue(maxsize=max_queue)
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
+        self.prefill_tokens = 0  # prompt tokens computed (those found in the prefix cache are not)
 
         # Batch state, touched only by the worker thread.
         self._rows: list[_Job] = []
@@ -268,14 +332,35 @@ class Engine:
         self._pos = pos
 
         B, b = len(self._rows), len(new)
+        # Cached prefixes go straight into the rows' slots; the forward covers the longest uncached rest (S tokens,
+        # so rows with a shorter rest recompute a few of their cached tokens, to the same values).
+        cached = [self.prefix_cache.lookup(j.ids) if self.prefix_cache is not None and not j.params.echo_prompt
+                  else None for j in new]
+        have = [0 if kv is None else kv.shape[3] for kv in cached]
+        for i, (job, kv) in enumerate(zip(new, cached)):
+            if kv is not None:
+                start = pos - len(job.ids)
+                for layer, (k, v) in enumerate(zip(self._k, self._v)):
+                    k[B + i, :, start : start + kv.shape[3]] = kv[layer, 0]
+                    v[B + i, :, start : start + kv.shape[3]] = kv[layer, 1]
+        S = max(len(j.ids) - n for j, n in zip(new, have))
+        self.prefill_tokens += sum(len(j.ids) - n for j, n in zip(new, have))
         pads = torch.tensor([longest - len(j.ids) for j in new], device=self.device)
-        idx = torch.tensor([[0] * (longest - len(j.ids)) + j.ids for j in new], device=self.device)
-        mask, position_ids = left_padded_attention(pads, longest, longest)
+        idx = torch.tensor([([0] * (longest - len(j.ids)) + j.ids)[longest - S:] for j in new], device=self.device)
+        input_pos = torch.arange(longest - S, longest, device=self.device)
+        mask, position_ids = left_padded_attention(pads, S, longest, input_pos)
         self._use_cache(slice(B, B + b), slice(pos - longest, pos))
-        hidden = self.model(
-            idx, torch.arange(longest, device=self.device), position_ids=position_ids, mask=mask, return_hidden=True
-        )
+        hidden = self.model(idx, input_pos, position_ids=position_ids, mask=mask, return_hidden=True)
         logits = self.model.lm_head(hidden[:, -1]).float()
+        if self.prefix_cache is not None:
+            for i, job in enumerate(new):
+                start = pos - len(job.ids)
+
+                def read(a: int, b: int, row: int = B + i, start: int = start) -> torch.Tensor:
+                    return torch.stack([torch.stack([k[row, :, start + a : start + b], v[row, :, start + a : start + b]])
+                                        for k, v in zip(self._k, self._v)])
+
+                self.prefix_cache.store(job.ids, read, have[i])
 
         keep: list[int] = []
         for i, job in enumerate(new):
@@ -290,7 +375,7 @@ class Engine:
                 else:
                     job.generator.seed()
             if p.echo_prompt:
-                self._score_prompt(job, hidden[i, longest - len(job.ids):])
+                self._score_prompt(job, hidden[i, S - len(job.ids):])
             if p.max_new_tokens == 0:
                 self._finish(job, "length")
             else:
@@ -350,6 +435,8 @@ class Engine:
             out.new_top.append(list(zip(top_ids[i][:kk], top_values[i][:kk])) if kk else [])
             if p.stop_sequences and self._hit_stop(out.new_ids, p.stop_sequences):
                 done[i] = self._finish(job, "stop_sequence")
+            elif p.stop_when is not None and p.stop_when(self.tokenizer.decode(out.new_ids)):
+                done[i] = self._finish(job, "stop_when")
             elif len(out.new_ids) >= p.max_new_tokens:
                 done[i] = self._finish(job, "length")
 
@@ -369,9 +456,11 @@ class Engine:
         self._stats[1] += B
         if time.perf_counter() - self._stats[2] > 10:  # a periodic summary of the decode loop
             n, rows, t0 = self._stats
-            logger.info("decode: %d steps in %.1fs (%.0f ms/step), %.1f rows/step, cache slots %d/%d",
-                        n, time.perf_counter() - t0, 1e3 * (time.perf_counter() - t0) / n, rows / n, self._pos,
-                        self._capacity)
+            cache = self.prefix_cache
+            logger.info("decode: %d steps in %.1fs (%.0f ms/step), %.1f rows/step, cache slots %d/%d; prompt tokens "
+                        "computed %d, from the prefix cache %d", n, time.perf_counter() - t0,
+                        1e3 * (time.perf_counter() - t0) / n, rows / n, self._pos, self._capacity, self.prefill_tokens,
+                        cache.hit_tokens if cache else 0)
             self._stats = [0, 0, time.perf_counter()]
         # All rows padded on the left: drop those slots, so attention spans fewer keys.
         trim = min(self._pads)

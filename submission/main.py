@@ -12,6 +12,8 @@ Settings come from environment variables (read when the app starts):
 - MAX_BATCH_SIZE (default 8 on CPU; on a GPU up to 32, as many as fit), MAX_QUEUE (default 256): the engine's batch and queue; a full
   queue answers 503.
 - MAX_SEQ_LENGTH: cap the context below the model's block size (saves KV-cache memory).
+- PREFIX_CACHE_MB (default 1024; 0 turns it off): memory for the keys/values of recent prompts, so prompts sharing a
+  prefix (HELM's few-shot examples) compute it once.
 
 Requests are batched by `submission/engine.py` (continuous batching). A prompt that does not fit the context with
 `max_new_tokens` is truncated from the left (keeping BOS) and logged; bad input gets a 4xx naming the field.
@@ -200,6 +202,7 @@ def load_server(
     max_batch_size: Optional[int] = None,
     max_queue: int = 256,
     max_seq_length: Optional[int] = None,
+    prefix_cache_mb: float = 1024,
 ) -> Server:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -208,8 +211,10 @@ def load_server(
     logger.info("loaded %s on %s in %.1fs", checkpoint_dir, device, time.perf_counter() - t0)
     context = min(max_seq_length or model.max_seq_length, model.max_seq_length)
     max_batch_size = max_batch_size or default_batch_size(model, context, device)
-    engine = Engine(model, tokenizer, max_batch_size=max_batch_size, max_queue=max_queue, max_seq_length=context)
-    logger.info("batching up to %d requests, context %d", max_batch_size, engine.max_seq_length)
+    engine = Engine(model, tokenizer, max_batch_size=max_batch_size, max_queue=max_queue, max_seq_length=context,
+                    prefix_cache_mb=prefix_cache_mb)
+    logger.info("batching up to %d requests, context %d, prefix cache %g MB", max_batch_size, engine.max_seq_length,
+                prefix_cache_mb)
     return Server(model, tokenizer, engine, name=Path(checkpoint_dir).name)
 
 
@@ -230,6 +235,7 @@ def server_from_env() -> Server:
         max_batch_size=_env_int("MAX_BATCH_SIZE"),
         max_queue=_env_int("MAX_QUEUE") or 256,
         max_seq_length=_env_int("MAX_SEQ_LENGTH"),
+        prefix_cache_mb=float(os.environ.get("PREFIX_CACHE_MB") or 1024),
     )
 
 
@@ -273,7 +279,10 @@ def create_app(server: Optional[Server] = None) -> FastAPI:
     @app.get("/health")
     def health(request: Request) -> dict:
         s = state(request)
-        return {"status": "ok", "model": s.name, "running": s.engine.running, "queued": s.engine.queue.qsize()}
+        cache = s.engine.prefix_cache
+        return {"status": "ok", "model": s.name, "running": s.engine.running, "queued": s.engine.queue.qsize(),
+                "prefill_tokens": s.engine.prefill_tokens,
+                "prefix_cache": None if cache is None else {"hit_tokens": cache.hit_tokens, "mb": cache.bytes / 2**20}}
 
     return app
 

@@ -213,3 +213,56 @@ def test_many_concurrent_mixed_requests(tiny):
         assert stop not in tokenizer.decode(out.new_ids[:-1])
     finally:
         engine.stop()
+
+
+def test_prefix_cache_reuses_shared_prefixes(tiny):
+    """Prompts sharing a long prefix (HELM's few-shot examples) compute it once; outputs and logprobs are the same
+    as without the cache, for prompts that join alone, together, or at different cached lengths."""
+    _, model, tokenizer = tiny
+    shared = tokenizer.encode(" ".join(PROMPTS) + " and 1 2 3 4 5 6 7 8 9").tolist()
+    assert 40 <= len(shared) <= 60
+    suffixes = [" 1 2 3", " héllo wörld", " The quick brown", " x"]
+    prompts = [shared + tokenizer.encode(s, bos=False).tolist() for s in suffixes]
+    prompts.append(shared[:20] + prompts[1][20:])  # shares only the first block
+    expected = [reference_greedy(model, p, 8, tokenizer.stop_ids) for p in prompts]
+
+    def run(prefix_cache_mb: float) -> tuple[list, Engine]:
+        engine = Engine(model, tokenizer, max_batch_size=4, prefix_cache_mb=prefix_cache_mb)
+        engine.start()
+        try:
+            outs = run_engine(engine, [(prompts[0], SamplingParams(max_new_tokens=8, top_k_per_token=3))])
+            # the rest together: they join one prefill with different cached lengths; one echoes its prompt
+            jobs = [(p, SamplingParams(max_new_tokens=8, top_k_per_token=3, echo_prompt=(i == 2)))
+                    for i, p in enumerate(prompts[1:], start=1)]
+            outs += run_engine(engine, jobs)
+        finally:
+            engine.stop()
+        return outs, engine
+
+    outs, engine = run(prefix_cache_mb=64)
+    plain, no_cache = run(prefix_cache_mb=0)
+    assert [o.new_ids for o in outs] == expected == [o.new_ids for o in plain]
+    for o, p in zip(outs, plain):
+        torch.testing.assert_close(torch.tensor(o.new_logprobs), torch.tensor(p.new_logprobs))
+        assert [[t for t, _ in top] for top in o.new_top] == [[t for t, _ in top] for top in p.new_top]
+    torch.testing.assert_close(torch.tensor(outs[2].prompt_logprobs), torch.tensor(plain[2].prompt_logprobs))
+    total = sum(len(p) for p in prompts)
+    assert no_cache.prefill_tokens == total
+    block = engine.prefix_cache.block
+    assert engine.prefix_cache.hit_tokens >= 2 * (len(shared) // block) * block + block  # the echo job computes all
+    assert engine.prefill_tokens == total - engine.prefix_cache.hit_tokens
+
+
+def test_prefix_cache_evicts_least_recently_used(tiny):
+    _, model, tokenizer = tiny
+    ids = [tokenizer.encode(f"{p} {p} {p}").tolist() for p in PROMPTS]
+    kv_block_bytes = 2 * 2 * 2 * 16 * 8 * 4  # layers * (k, v) * groups * block * head_size * fp32
+    engine = Engine(model, tokenizer, prefix_cache_mb=3 * kv_block_bytes / 2**20)
+    engine.start()
+    try:
+        for i in ids + ids:
+            assert run_engine(engine, [(i, SamplingParams(max_new_tokens=4))])[0].new_ids == \
+                reference_greedy(model, i, 4, tokenizer.stop_ids)
+            assert engine.prefix_cache.bytes <= 3 * kv_block_bytes and len(engine.prefix_cache.blocks) <= 3
+    finally:
+        engine.stop()
