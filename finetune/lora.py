@@ -477,7 +477,7 @@ def loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: tor
         hidden = model(input_ids, return_hidden=True, **kwargs)
         keep = targets != -100
         # Fabric hands back outputs in fp32 under bf16-true: feed the head its own dtype
-        logits, targets = raw.lm_head(hidden[keep].to(raw.transformer.wte.weight.dtype)), targets[keep]
+        return training.head_cross_entropy(hidden[keep].to(raw.transformer.wte.weight.dtype), raw.lm_head, targets[keep])
     return F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
 
 

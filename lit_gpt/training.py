@@ -68,6 +68,53 @@ def add_neftune_hook(model: torch.nn.Module, alpha: float) -> torch.utils.hooks.
 
 
 # ----------------------------------------------------------------------------- RNG state
+class _HeadCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T` against `targets` (-100 ignored), chunk by chunk, for a frozen head.
+
+    The forward also computes the gradient for `hidden` ((softmax - one_hot) @ weight, per chunk, in place), so no
+    (tokens x vocab) logits, log-probabilities or their gradients are ever held: each chunk is written once and read
+    back while still in cache. Same matrix products as autograd, a fraction of its memory traffic and memory.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        for s in range(0, hidden.shape[0], chunk):
+            logits = (hidden[s : s + chunk] @ weight.T).float()
+            t = targets[s : s + chunk]
+            valid = t != -100
+            t = t.clamp(min=0)
+            lse = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, t.unsqueeze(1)).squeeze(1)
+            loss += torch.where(valid, lse - picked, 0.0).sum()
+            if grad is not None:
+                probs = logits.sub_(lse.unsqueeze(1)).exp_()
+                probs.scatter_add_(1, t.unsqueeze(1), -torch.ones_like(lse).unsqueeze(1))
+                probs.mul_(valid.unsqueeze(1))
+                torch.mm(probs.to(weight.dtype), weight, out=grad[s : s + chunk])
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_loss.to(grad.dtype), None, None, None
+
+
+def head_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor,
+                       chunk_elements: int = 1 << 22) -> torch.Tensor:
+    """Summed next-token cross-entropy (targets -100 ignored) of the head's logits on `hidden` (N, C).
+
+    A frozen plain `nn.Linear` head without bias takes the chunked path (`_HeadCrossEntropy`); any other head (LoRA
+    on the head, a trainable or biased one) goes through autograd."""
+    weight = getattr(head, "weight", None)
+    if type(head) is torch.nn.Linear and head.bias is None and not weight.requires_grad:
+        chunk = max(16, chunk_elements // weight.shape[0])
+        return _HeadCrossEntropy.apply(hidden, weight, targets, chunk)
+    return torch.nn.functional.cross_entropy(head(hidden).float(), targets, ignore_index=-100, reduction="sum")
+
+
 def capture_rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     try:

@@ -258,14 +258,24 @@ class Engine:
                 break
             if job.future.cancelled():
                 continue
-            if not self._fits(new + [job]):
-                self._held = job  # keeps FIFO order: it goes first once there is room
+            if not self._fits(new + [job]) or self._prefix_pending(new, job):
+                self._held = job  # keeps FIFO order: it goes first once there is room (or once the prefix is cached)
                 break
             new.append(job)
         if new:
             self._admitting = new
             self._prefill(new)
             self._admitting = []
+
+    def _prefix_pending(self, new: list[_Job], job: _Job) -> bool:
+        """Whether `job` starts like a job being admitted now whose prefix is not cached yet: it waits one step, to
+        find that prefix in the cache instead of computing it alongside (HELM sends a run's prompts back to back)."""
+        cache = self.prefix_cache
+        if cache is None or job.params.echo_prompt or len(job.ids) <= cache.block:
+            return False
+        first = job.ids[: cache.block]
+        key = cache._keys(first, 1)[0][0]
+        return key not in cache.blocks and any(j.ids[: cache.block] == first for j in new)
 
     def _fits(self, new: list[_Job]) -> bool:
         if len(new) == 1 and not self._rows:

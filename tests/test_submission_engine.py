@@ -252,6 +252,16 @@ def test_prefix_cache_reuses_shared_prefixes(tiny):
     assert engine.prefix_cache.hit_tokens >= 2 * (len(shared) // block) * block + block  # the echo job computes all
     assert engine.prefill_tokens == total - engine.prefix_cache.hit_tokens
 
+    # all submitted at once to a cold cache: the first computes the shared prefix, the rest wait a step and reuse it
+    cold = Engine(model, tokenizer, max_batch_size=4, prefix_cache_mb=64)
+    futures = [cold.submit(p, SamplingParams(max_new_tokens=8)) for p in prompts[:4]]
+    cold.start()
+    try:
+        assert [f.result(timeout=60).new_ids for f in futures] == expected[:4]
+    finally:
+        cold.stop()
+    assert cold.prefix_cache.hit_tokens == 3 * (len(shared) // block) * block
+
 
 def test_prefix_cache_evicts_least_recently_used(tiny):
     _, model, tokenizer = tiny
