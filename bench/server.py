@@ -8,7 +8,8 @@ from the real prompts in ../shared/data, in HELM's shapes:
 - MMLU (5-shot, one-token answer: max_new_tokens 1, stop "\n"),
 - GSM8K (4-shot chain of thought, max_new_tokens --gsm8k_max_new_tokens, stop "\n\n"),
 - CNN/DailyMail (summarize an article, max_new_tokens --cnn_max_new_tokens, stop "###").
-(`--profile decode`: zero-shot GSM8K questions, each generating a fixed budget: decode-bound.)
+(`--profile gsm8k`: only the GSM8K requests; `--profile decode`: zero-shot GSM8K questions, each generating a fixed
+budget with no stop sequence: decode-bound.)
 Every level runs the same request sequence (`--mmlu_share` of them MMLU, the rest split between the other two),
 greedy (temperature 1e-7 as HELM sends it), for --duration seconds or --max_requests requests.
 """
@@ -89,6 +90,8 @@ def build_mix(shared: Path, total: int, mmlu_share: float, gsm8k_max_new_tokens:
     rng = random.Random(seed)
     if profile == "decode":
         return decode_requests(shared, total, gsm8k_max_new_tokens, rng)
+    if profile == "gsm8k":
+        return gsm8k_requests(shared, total, gsm8k_max_new_tokens, rng)
     n_mmlu = round(total * mmlu_share)
     n_gsm = (total - n_mmlu) // 2
     mix = (mmlu_requests(shared, n_mmlu, rng) + gsm8k_requests(shared, n_gsm, gsm8k_max_new_tokens, rng)
@@ -211,7 +214,8 @@ def main(
         gsm8k_max_new_tokens: Generation budget of the GSM8K requests (HELM: 400; less keeps CPU runs short).
         cnn_max_new_tokens: Generation budget of the CNN/DM requests (HELM: 128).
         warmup_requests: Requests sent (one at a time) before measuring.
-        profile: "helm" (the MMLU/GSM8K/CNN-DM mix) or "decode" (zero-shot GSM8K questions, each generating
+        profile: "helm" (the MMLU/GSM8K/CNN-DM mix), "gsm8k" (only the GSM8K requests, as HELM sends its gsm run;
+            HELM's budget is --gsm8k_max_new_tokens 400) or "decode" (zero-shot GSM8K questions, each generating
             --gsm8k_max_new_tokens tokens with no stop sequence: where batching pays on a CPU, whose prefill is
             compute-bound).
         prefix_cache_mb: The server's PREFIX_CACHE_MB (0: no prefix cache; default: the server's default).
@@ -224,8 +228,8 @@ def main(
     levels = [int(c) for c in clients.split(",") if c.strip()]
     if not levels or min(levels) < 1:
         raise UserError("--clients must list positive integers, e.g. 1,4")
-    if profile not in ("helm", "decode"):
-        raise UserError(f"--profile {profile!r}: expected helm or decode")
+    if profile not in ("helm", "gsm8k", "decode"):
+        raise UserError(f"--profile {profile!r}: expected helm, gsm8k or decode")
     mix = build_mix(SHARED, 1200, mmlu_share, gsm8k_max_new_tokens, cnn_max_new_tokens, profile=profile)
     # Each level (and the warmup) gets its own requests: the server's prefix cache keeps whole prompts, so a replayed
     # sequence would find them all cached. What the levels share is what HELM's requests share (few-shot prefixes).
