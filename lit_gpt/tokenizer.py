@@ -265,7 +265,14 @@ class Tokenizer:
                 tokens = {t: [i] for t, i in self._tiktoken_specials.items()}
             if tokens:
                 alternatives = "|".join(map(re.escape, sorted(tokens, key=len, reverse=True)))
-                self._added_split = (re.compile(f"({alternatives})"), tokens)
+                regex = re.compile(f"({alternatives})")
+                # Some pre-tokenizers treat the start of the text specially (Metaspace's prepend_scheme="first"):
+                # check on a probe that encoding the stretches apart gives the ids of the whole.
+                special = max(tokens, key=lambda t: self._encode_ids(t) == tokens[t])
+                probe = f"Hi{special} there {special}\n two  words{special}x"
+                parts = [tokens[p] if k % 2 else self._encode_ids(p) for k, p in enumerate(regex.split(probe)) if p]
+                if [i for p in parts for i in p] == self._encode_ids(probe):
+                    self._added_split = (regex, tokens)
         return self._added_split
 
     def _encode_sentencepiece(self, text: str) -> list[int]:

@@ -311,3 +311,23 @@ def test_encode_batch_parts_concatenate_to_the_whole_encoding(smol_dir, qwen_dir
         assert tok._added_token_split() is not None
         assert [[i for p in ps for i in p] for ps in parts] == tok.encode_batch(texts, bos=False)
         assert len(parts[0]) >= 5  # cut at the special tokens
+
+
+def test_encode_batch_parts_with_a_start_sensitive_pre_tokenizer(tmp_path):
+    # Metaspace(prepend_scheme="first") marks only the text's first word: stretches between special tokens would
+    # be marked too if encoded apart, so the tokenizer must not cut there
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tok = HFTokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(prepend_scheme="first")
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<|sep|>"], show_progress=False)
+    tok.train_from_iterator(STRINGS[:100] * 3, trainer)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    ours = Tokenizer(tmp_path)
+    texts = [f"hello<|sep|>world {s}<|sep|>{s}" for s in STRINGS[:50]]
+    whole = ours.encode_batch(texts, bos=False)
+    parts = ours.encode_batch_parts(texts)
+    assert ours._added_token_split() is None
+    assert [[i for p in ps for i in p] for ps in parts] == whole
