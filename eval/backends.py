@@ -54,7 +54,7 @@ class InProcessBackend:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device = model.transformer.wte.weight.device
         self.batch_tokens = batch_tokens
-        self.max_batch_size = max_batch_size or (32 if self.device.type == "cuda" else 8)
+        self._max_batch_size = max_batch_size
         self.seed = seed
         self.name = str(checkpoint_dir) if checkpoint_dir else "in-process"
 
@@ -79,9 +79,10 @@ class InProcessBackend:
     def complete(self, requests: list[Request], progress: Optional[Callable[[int], None]] = None,
                  deciders: Optional[list] = None) -> list[str]:
         from lit_gpt.generation import GREEDY_TEMPERATURE
-        from submission.engine import Engine, SamplingParams
+        from submission.engine import Engine, SamplingParams, default_batch_size
 
-        engine = Engine(self.model, self.tokenizer, max_batch_size=self.max_batch_size, max_queue=len(requests) + 1,
+        rows = self._max_batch_size or default_batch_size(self.model, self.model.max_seq_length, str(self.device))
+        engine = Engine(self.model, self.tokenizer, max_batch_size=rows, max_queue=len(requests) + 1,
                         max_prefill_tokens=self.batch_tokens)
         futures = []
         for i, r in enumerate(requests):

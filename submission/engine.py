@@ -69,6 +69,18 @@ class Completion:
     run_time: float = 0.0
 
 
+def default_batch_size(model, context: int, device: str) -> int:
+    """8 rows on CPU; on a GPU up to 32, as many as full-context KV caches fit in 60% of the free memory."""
+    if not device.startswith("cuda"):
+        return 8
+    cfg = model.config
+    weight = model.transformer.wte.weight
+    itemsize = weight.element_size() if weight.is_floating_point() else 4
+    per_row = cfg.n_layer * 2 * cfg.n_query_groups * cfg.head_size * context * itemsize
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return max(1, min(32, int(0.6 * free / per_row)))
+
+
 class PrefixCache:
     """Keys/values of prompt prefixes in blocks of `block` tokens, least recently used dropped beyond `max_bytes`.
 

@@ -43,7 +43,7 @@ wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
 from lit_gpt.generation import find_stop, load_model  # noqa: E402
-from submission.engine import Completion, Engine, SamplingParams  # noqa: E402
+from submission.engine import Completion, Engine, SamplingParams, default_batch_size  # noqa: E402
 from submission.schemas import (  # noqa: E402
     DecodeRequest,
     DecodeResponse,
@@ -180,18 +180,6 @@ class Server:
             if not 0 <= t < vocab:
                 raise _field_error(("tokens", i), f"token id must be in [0, {vocab})", t)
         return DecodeResponse(text=self.tokenizer.decode(req.tokens), request_time=time.perf_counter() - t0)
-
-
-def default_batch_size(model, context: int, device: str) -> int:
-    """8 rows on CPU; on a GPU up to 32, as many as full-context KV caches fit in 60% of the free memory."""
-    if not device.startswith("cuda"):
-        return 8
-    cfg = model.config
-    weight = model.transformer.wte.weight
-    itemsize = weight.element_size() if weight.is_floating_point() else 4
-    per_row = cfg.n_layer * 2 * cfg.n_query_groups * cfg.head_size * context * itemsize
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return max(1, min(32, int(0.6 * free / per_row)))
 
 
 def load_server(
