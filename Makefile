@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 # On a GPU machine: make demo TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
 TORCH_SPEC ?= torch==2.13.0
 CKPT := checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct
+# The real evaluation files when this checkout sits beside ../shared/data; else a tiny hand-written sample.
+EVAL_DATA ?= $(if $(wildcard ../shared/data/mmlu/test),../shared/data,examples/eval_data)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: install demo test helm-venv
@@ -41,7 +43,7 @@ demo: $(CKPT)/lit_model.pth
 	$(BIN)/python generate/base.py --checkpoint_dir out/demo/merged --prompt "What is the capital of France?" --max_new_tokens 40
 	@echo "== 5. a small offline HELM evaluation of the merged model"
 	$(BIN)/python eval/run.py --checkpoint_dir out/demo/merged --tasks mmlu,truthfulqa,bbq --mmlu_subjects philosophy \
-		--limit 5 --out out/demo/eval
+		--limit 5 --data_dir $(EVAL_DATA) --out out/demo/eval
 	@echo "== 6. the submission server on the merged model answers one HELM-style /process request"
 	$(BIN)/python submission/demo_request.py --checkpoint_dir out/demo/merged
 

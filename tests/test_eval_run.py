@@ -83,3 +83,18 @@ def test_run_user_errors(tmp_path):
         run(out=tmp_path)
     with pytest.raises(UserError, match="unknown task"):
         run(server_url="http://x", tasks="mmlu,nope", out=tmp_path)
+
+
+def test_demo_sample_data_reads_as_each_family():
+    """examples/eval_data (what `make demo` evaluates on without ../shared) parses as HELM's layouts."""
+    from eval import bbq, mmlu, truthfulqa
+
+    data = Path(__file__).resolve().parents[1] / "examples" / "eval_data"
+    (mmlu_instances, _), = mmlu.scenarios(data, "philosophy").values()
+    assert [i.split for i in mmlu_instances].count("test") == 6 and len(mmlu_instances) == 11
+    (tqa_instances, _), = truthfulqa.scenarios(data).values()
+    assert len(tqa_instances) == 10 and all(len(i.correct) == 1 for i in tqa_instances)
+    instances, missing = bbq.load(data)
+    assert len(instances) == 12 and "Age" not in missing
+    # the target (stereotyped: old), non-target and unknown letters are all found
+    assert all(all(i.tags[3:6]) for i in instances)
