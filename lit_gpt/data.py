@@ -211,8 +211,9 @@ class Encoder:
     def encode(self, records: list[dict], check: int = 4) -> dict:
         """Encodes records (dicts with "turns") into flat arrays: {"ids", "labels"} (int32, the kept examples one
         after another), "lengths" (of the kept examples), "ok" (per record), "errors" (per record: None or why it was
-        skipped), "truncated" (indices of the records cut to max_seq_length) and "mismatch". The first `check` records are also tokenized whole, to count records
-        whose piecewise tokenization differs from the whole-text one ("mismatch"; expected 0)."""
+        skipped), "truncated" (indices of the records cut to max_seq_length) and "mismatch". The first `check`
+        records are also tokenized whole, to count records whose piecewise tokenization differs from the whole-text
+        one ("mismatch"; expected 0)."""
         tok = self.tokenizer
         all_segments, errors = [], []
         for r in records:
@@ -327,7 +328,7 @@ def encode_records(
 
     from tqdm import tqdm
 
-    if encoder is None and num_workers <= 1:
+    if encoder is None and num_workers <= 0:  # its tokenizer's backend decides
         encoder = Encoder(checkpoint_dir, max_seq_length, template)
     if num_workers <= 0:
         num_workers = 1 if encoder.tokenizer.backend != "sentencepiece" else max(1, min(os.cpu_count() or 1, 8))

@@ -440,15 +440,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lit_gpt" / "eval_index"
 
 
-def _cache_key(eval_sets: dict[str, dict], n: int, min_words: int, max_items: int) -> str:
+def _cache_key(eval_sets: dict[str, dict], n: int, min_words: int, max_items: int) -> Optional[str]:
     """A digest of everything the index depends on: this module's code (loaders, normalization), the settings, and
-    each evaluation file's path, size and modification time."""
+    each evaluation file's path, size and modification time. None when a path is missing (the loaders report it)."""
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update(json.dumps([n, min_words, max_items]).encode())
     for name, spec in eval_sets.items():
         h.update(json.dumps([name, spec["kind"]]).encode())
         for p in spec["paths"]:
             p = Path(p).resolve()
+            if not p.exists():
+                return None
             for f in [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()):
                 st = f.stat()
                 h.update(json.dumps([str(f), st.st_size, st.st_mtime_ns]).encode())
@@ -463,13 +465,9 @@ def build_eval_index(
 
     With `cache_dir`, the built index is kept there and reused while the evaluation files, the settings and this
     module are unchanged (it takes about a second to build from the shared data's six sets)."""
-    cached = None
-    if cache_dir is not None:
-        for name, spec in eval_sets.items():  # missing paths fail here with the loaders' message, not in the key
-            for p in spec["paths"]:
-                if not Path(p).exists():
-                    raise UserError(f"evaluation set {name!r}: path {str(p)!r} does not exist")
-        cached = Path(cache_dir) / f"{_cache_key(eval_sets, n, min_words, max_items)}.npz"
+    key = _cache_key(eval_sets, n, min_words, max_items) if cache_dir is not None else None
+    cached = Path(cache_dir) / f"{key}.npz" if key is not None else None
+    if cached is not None:
         if cached.is_file():
             try:
                 index = EvalIndex.load(cached, vocab)

@@ -45,7 +45,7 @@ import random
 import sys
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -204,14 +204,13 @@ def setup(
     # deduplicated (HF tokenizers and tiktoken encode in Rust without the GIL); sampled sources wait for the sample.
     encoder = Encoder(checkpoint_dir, max_seq_length, template)
     early = [i for i in range(len(records)) if takes_all(specs[owner[i]], len(loaded[owner[i]].records))]
-    executor = None
+    executor = early_encoded = None
     if encoder.tokenizer.backend != "sentencepiece" and num_workers in (0, 1):
         executor = ThreadPoolExecutor(1)
         early_encoded = executor.submit(encode_records, [records[i] for i in early], checkpoint_dir, max_seq_length,
                                         template, 1, desc="mix tokenize", encoder=encoder)
-    else:  # worker processes are not forked from a process running threads
-        early, early_encoded = [], Future()
-        early_encoded.set_result(([], {"skipped": [], "truncated_records": []}))
+    else:  # worker processes are not forked from a process running threads: everything is tokenized in step 5
+        early = []
 
     # 2. normalized words of every record, and of the evaluation sets, in one vocabulary
     t = time.perf_counter()
@@ -291,8 +290,8 @@ def setup(
         for k, i in enumerate(indices):
             encoded[i] = skipped[k] if k in skipped else next(it)
 
-    collect(early, early_encoded.result())
     if executor is not None:
+        collect(early, early_encoded.result())
         executor.shutdown()
     rest = sorted(set(train + val) - set(early))
     collect(rest, encode_records([records[i] for i in rest], checkpoint_dir, max_seq_length, template, num_workers,

@@ -89,8 +89,7 @@ class PrefixCache:
     def __init__(self, max_bytes: int, block: int = 16) -> None:
         self.max_bytes, self.block = max_bytes, block
         self.blocks: OrderedDict[int, tuple[tuple[int, ...], torch.Tensor]] = OrderedDict()
-        self.bytes = 0
-        self.lookups = self.hit_tokens = 0
+        self.bytes = self.hit_tokens = 0
 
     def _keys(self, ids: list[int], n_blocks: int) -> list[tuple[int, tuple[int, ...]]]:
         h, out = 0, []
@@ -103,7 +102,6 @@ class PrefixCache:
     def lookup(self, ids: list[int]) -> Optional[torch.Tensor]:
         """(n_layer, 2, groups, n, head_size) keys/values of the longest cached prefix of `ids` (n a multiple of the
         block, leaving at least one token to compute), or None."""
-        self.lookups += 1
         found = []
         for h, tokens in self._keys(ids, (len(ids) - 1) // self.block):
             entry = self.blocks.get(h)
@@ -115,6 +113,9 @@ class PrefixCache:
             return None
         self.hit_tokens += len(found) * self.block
         return torch.cat(found, dim=3)
+
+    def first_block_cached(self, ids: list[int]) -> bool:
+        return self._keys(ids, 1)[0][0] in self.blocks
 
     def store(self, ids: list[int], read: Callable[[int, int], torch.Tensor], have: int = 0) -> None:
         """Keeps the blocks of `ids` not cached yet; `read(a, b)` gives the keys/values of tokens a..b-1 as
@@ -286,8 +287,7 @@ class Engine:
         if cache is None or job.params.echo_prompt or len(job.ids) <= cache.block:
             return False
         first = job.ids[: cache.block]
-        key = cache._keys(first, 1)[0][0]
-        return key not in cache.blocks and any(j.ids[: cache.block] == first for j in new)
+        return not cache.first_block_cached(first) and any(j.ids[: cache.block] == first for j in new)
 
     def _fits(self, new: list[_Job]) -> bool:
         if len(new) == 1 and not self._rows:
