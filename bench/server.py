@@ -200,6 +200,7 @@ def main(
     warmup_requests: int = 4,
     profile: str = "helm",
     prefix_cache_mb: Optional[float] = None,
+    prefill_chunk: Optional[int] = None,
     out: Optional[Path] = None,
 ) -> list[dict]:
     """Measures requests/s, generated tokens/s and latency percentiles at each number of concurrent clients.
@@ -219,6 +220,8 @@ def main(
             --gsm8k_max_new_tokens tokens with no stop sequence: where batching pays on a CPU, whose prefill is
             compute-bound).
         prefix_cache_mb: The server's PREFIX_CACHE_MB (0: no prefix cache; default: the server's default).
+        prefill_chunk: The server's PREFILL_CHUNK (0: a prompt joining running rows is prefilled in one pass that
+            stalls them; default: the server's default).
         out: Also write the results as JSON here.
     """
     if not SHARED.is_dir():
@@ -239,6 +242,7 @@ def main(
     if url is None:
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_server.{os.getpid()}.log"
         env = {} if prefix_cache_mb is None else {"PREFIX_CACHE_MB": str(prefix_cache_mb)}
+        env |= {} if prefill_chunk is None else {"PREFILL_CHUNK": str(prefill_chunk)}
         proc, url = start_server(checkpoint_dir, log, env)
         print(f"server at {url} (log: {log})", file=sys.stderr)
     try:

@@ -10,11 +10,16 @@ all value heads] (each head `head_size` rows), so a slice of rows is a slice of 
   starts them after the pads);
 - `mask` (B, T, S) bool, True where a query may attend a key, is AND-ed with the causal mask (packing blocks
   attention across examples; padding hides pad keys). S is T without a cache, the cache length with one.
+
+`forward_groups(groups)` runs several KV-cached batches of different shapes (a server's decode rows, one token
+each, beside a chunk of a new prompt) through one pass: the linear layers see all their tokens at once, and only
+attention runs per group, over that group's rows of the cache.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -77,24 +82,52 @@ class GPT(nn.Module):
             return x
         return self.lm_head(x)
 
+    def forward_groups(self, groups: list[Group]) -> list[torch.Tensor]:
+        """The final hidden states (b, T, n_embd) of each group; every group writes its keys/values into its rows and
+        slots of the KV cache (set with `set_kv_cache`, or pointed at by the caller) and attends over its `mask`."""
+        if self.transformer.h[0].attn.kv_cache is None:
+            raise RuntimeError("forward_groups needs a KV cache: call `model.set_kv_cache(batch_size)` first")
+        dtype = self.transformer.wte.weight.dtype
+        xs, coss, sins, specs = [], [], [], []
+        for g in groups:
+            b, T = g.idx.shape
+            xs.append(self.transformer.wte(g.idx).reshape(b * T, -1))
+            cos, sin = self.rope(g.position_ids.reshape(1, b * T), dtype=dtype)  # (1, 1, b*T, n_elem)
+            coss.append(cos)
+            sins.append(sin)
+            S = g.key_start + g.mask.shape[-1]
+            mask = self._attention_mask(g.input_pos, g.mask, g.idx.device, S, g.key_start)
+            specs.append(_GroupAttention(b, T, g.rows, g.input_pos, mask, g.key_start))
+        x, cos, sin = torch.cat(xs).unsqueeze(0), torch.cat(coss, dim=2), torch.cat(sins, dim=2)
+        for block in self.transformer.h:
+            x = block(x, cos, sin, specs, None)
+        x = self.transformer.ln_f(x)[0]
+        out, start = [], 0
+        for g in specs:
+            out.append(x[start : start + g.b * g.T].view(g.b, g.T, -1))
+            start += g.b * g.T
+        return out
+
     def _attention_mask(
-        self, q_pos: torch.Tensor, extra: Optional[torch.Tensor], device: torch.device
+        self, q_pos: torch.Tensor, extra: Optional[torch.Tensor], device: torch.device, S: Optional[int] = None,
+        key_start: int = 0,
     ) -> Optional[torch.Tensor]:
-        """None means plain causal attention over T keys (SDPA's fast path); otherwise a bool (B|1, 1, T, S) mask."""
+        """None means plain causal attention over T keys (SDPA's fast path); otherwise a bool (B|1, 1, T, S) mask
+        (over keys key_start..S-1 when key_start is given)."""
         cache = self.transformer.h[0].attn.kv_cache
         window = self.config.sliding_window_size
         T = q_pos.shape[0]
-        if cache is None and extra is None and (window is None or window >= T):
-            return None
-        S = cache.k.shape[2] if cache is not None else T
-        k_pos = torch.arange(S, device=device)
+        S = S or (cache.k.shape[2] if cache is not None else T)
+        if extra is None and S == T and key_start == 0 and (window is None or window >= T):
+            return None  # T queries over the same T slots: SDPA's causal kernel skips the masked half
+        k_pos = torch.arange(key_start, S, device=device)
         allowed = k_pos.unsqueeze(0) <= q_pos.unsqueeze(1)  # (T, S)
         if window is not None:
             allowed = allowed & (q_pos.unsqueeze(1) - k_pos.unsqueeze(0) < window)
         allowed = allowed.unsqueeze(0)
         if extra is not None:
-            if extra.shape[-2:] != (T, S):
-                raise ValueError(f"mask must be (B, {T}, {S}), got {tuple(extra.shape)}")
+            if extra.shape[-2:] != (T, S - key_start):
+                raise ValueError(f"mask must be (B, {T}, {S - key_start}), got {tuple(extra.shape)}")
             allowed = allowed & extra.to(torch.bool)
         return allowed.unsqueeze(1)
 
@@ -117,6 +150,39 @@ class GPT(nn.Module):
     def clear_kv_cache(self) -> None:
         for block in self.transformer.h:
             block.attn.kv_cache = None
+
+
+@dataclass
+class Group:
+    """One batch of `forward_groups`: tokens `idx` (b, T) of cache rows `rows` (a slice of b rows), written to cache
+    slots `input_pos` (T,) at rotary positions `position_ids` (b, T). They attend the n keys in slots key_start ..
+    key_start + n - 1 where `mask` (b, T, n) is True (AND-ed with causality over slots); slots before `key_start`
+    (padding all b rows have) are not read at all."""
+
+    idx: torch.Tensor
+    rows: slice
+    input_pos: torch.Tensor
+    position_ids: torch.Tensor
+    mask: torch.Tensor
+    key_start: int = 0
+
+
+@dataclass
+class _GroupAttention:
+    b: int
+    T: int
+    rows: slice
+    input_pos: torch.Tensor
+    mask: Optional[torch.Tensor]  # (b|1, 1, T, S - key_start) bool
+    key_start: int = 0
+
+
+def _starts(groups: list[_GroupAttention]) -> list[int]:
+    out, start = [], 0
+    for g in groups:
+        out.append(start)
+        start += g.b * g.T
+    return out
 
 
 def make_norm(config: Config) -> nn.Module:
@@ -163,8 +229,31 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, ng, hs).transpose(1, 2)
         q = apply_rope(q, cos, sin, self.rope_n_elem)
         k = apply_rope(k, cos, sin, self.rope_n_elem)
+        if isinstance(mask, list):  # forward_groups: x is (1, all groups' tokens, C)
+            y = torch.cat([self._attend(q, k, v, g, start) for g, start in zip(mask, _starts(mask))], dim=1)
+            return self.proj(y)
         if input_pos is not None:
             k, v = self.kv_cache.update(input_pos, k, v)
+        y = self._sdpa(q, k, v, mask)
+        y = y.transpose(1, 2).reshape(B, T, nh * hs)
+        return self.proj(y)
+
+    def _attend(self, q, k, v, g: _GroupAttention, start: int) -> torch.Tensor:
+        """One group's attention: its tokens' queries (as a (b, heads, T, hs) batch) over its cache rows."""
+        n, hs = g.b * g.T, self.head_size
+
+        def rows(t: torch.Tensor) -> torch.Tensor:  # (1, heads, N, hs) -> (b, heads, T, hs)
+            return t[0, :, start : start + n].reshape(t.shape[1], g.b, g.T, hs).transpose(0, 1)
+
+        cache_k, cache_v = self.kv_cache.k[g.rows], self.kv_cache.v[g.rows]
+        cache_k.index_copy_(2, g.input_pos, rows(k).to(cache_k.dtype))
+        cache_v.index_copy_(2, g.input_pos, rows(v).to(cache_v.dtype))
+        a, S = g.key_start, g.key_start + g.mask.shape[-1]
+        y = self._sdpa(rows(q), cache_k[:, :, a:S], cache_v[:, :, a:S], g.mask)
+        return y.transpose(1, 2).reshape(1, n, self.n_head * hs)
+
+    def _sdpa(self, q, k, v, mask):
+        hs, nh, ng = self.head_size, self.n_head, self.n_query_groups
         # GQA/MQA: each group of nh // ng query heads shares one key/value head; SDPA does this without copying
         # the keys and values (bench/decode_step.py compares it with repeat_interleave).
         # With a mask on CUDA, only the memory-efficient kernel avoids materializing the scores, and it may not
@@ -178,8 +267,7 @@ class CausalSelfAttention(nn.Module):
                 k, v = k.repeat_interleave(nh // ng, dim=1), v.repeat_interleave(nh // ng, dim=1)
                 gqa = False
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
-        y = y.transpose(1, 2).reshape(B, T, nh * hs)
-        return self.proj(y)
+        return y
 
 
 class GptNeoxMLP(nn.Module):

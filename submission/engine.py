@@ -20,6 +20,12 @@ examples, every GSM8K question with the same chain-of-thought examples). After a
 prompt are kept in blocks of 16 tokens, keyed by everything up to the block's end; a later prompt copies the blocks
 of its longest cached prefix into its cache slots and computes only the rest. Keys are cached after the rotary
 embedding at the prompt's own positions (which start at 0 whatever the slot), so they are valid in any row.
+
+Chunked prefill beside decoding: a job that arrives while rows are decoding is not prefilled in one pass that
+stalls them. Its prompt goes into the last row of the cache storage, `prefill_chunk` tokens per step, and each of
+those steps is one `forward_groups` pass over the chunk and the decode rows' next tokens together: the weights are
+read once for both, so the decode tokens come almost free while prefill keeps the cores busy. The prompt is placed
+to end on the slot the decode rows write in its last chunk's step; then its row joins the batch.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Callable, Optional
 import torch
 
 from lit_gpt.generation import GREEDY_TEMPERATURE, find_stop, sample
-from lit_gpt.model import GPT, left_padded_attention
+from lit_gpt.model import GPT, Group, left_padded_attention
 
 logger = logging.getLogger("submission.engine")
 
@@ -136,6 +142,19 @@ class PrefixCache:
 
 
 @dataclass
+class _Fill:
+    """A job whose prompt is being prefilled chunk by chunk in storage row `row`, at slots start..end."""
+
+    job: "_Job"
+    row: int
+    start: int
+    end: int
+    done: int  # prompt tokens already in the cache (the cached prefix, then each chunk)
+    have: int  # of which found in the prefix cache
+    hidden: list = field(default_factory=list)  # echo_prompt: every chunk's hidden states, to score the prompt
+
+
+@dataclass
 class _Job:
     ids: list[int]
     params: SamplingParams
@@ -156,6 +175,7 @@ class Engine:
         max_seq_length: Optional[int] = None,
         max_prefill_tokens: int = 8192,
         prefix_cache_mb: float = 1024,
+        prefill_chunk: int = 128,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -163,6 +183,7 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.max_seq_length = min(max_seq_length or model.max_seq_length, model.max_seq_length)
         self.max_prefill_tokens = max_prefill_tokens
+        self.prefill_chunk = prefill_chunk  # 0: a job arriving while rows decode is prefilled in one pass
         weight = model.transformer.wte.weight
         self.device = weight.device
         self.dtype = weight.dtype if weight.is_floating_point() else torch.float32
@@ -179,6 +200,7 @@ class Engine:
         self._logits: Optional[torch.Tensor] = None  # (rows, vocab) pending logits of each row's next token
         self._held: Optional[_Job] = None  # the next job in FIFO order, waiting for room in the batch
         self._admitting: list[_Job] = []  # being prefilled
+        self._fill: Optional[_Fill] = None  # a job being prefilled chunk by chunk beside the decode rows
         self._capacity = 0
         self._k: list[torch.Tensor] = []
         self._v: list[torch.Tensor] = []
@@ -188,6 +210,7 @@ class Engine:
         self.steps = 0  # decode steps run (for /health and tests)
         self.max_rows_seen = 0
         self.trims = 0
+        self.fill_steps = 0  # passes that carried a prompt chunk beside decode rows
         self._stats = [0, 0, time.perf_counter()]  # steps, rows stepped, since
 
     # ---------------------------------------------------------------- public API
@@ -205,8 +228,8 @@ class Engine:
         self.model.clear_kv_cache()
         self._k, self._v, self._capacity = [], [], 0
         error = RuntimeError("the server is shutting down")
-        self._fail([*self._rows, *([self._held] if self._held else [])], error)
-        self._rows, self._held = [], None
+        self._fail([*self._rows, *([self._held] if self._held else []), *([self._fill.job] if self._fill else [])], error)
+        self._rows, self._held, self._fill = [], None, None
         while True:
             try:
                 self._fail([self.queue.get_nowait()], error)
@@ -226,26 +249,27 @@ class Engine:
         self.queue.put_nowait(job)
         return job.future
 
-    @property
-    def running(self) -> int:
-        return len(self._rows)
-
     # ---------------------------------------------------------------- worker
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 with torch.inference_mode():
                     self._admit()
-                    if self._rows:
+                    if self._rows or self._fill:
                         self._step()
             except Exception as e:  # a bug or an out-of-memory: fail the jobs in flight, keep serving
-                jobs = self._rows + self._admitting
+                jobs = self._rows + self._admitting + ([self._fill.job] if self._fill else [])
                 logger.exception("engine step failed; failing %d jobs", len(jobs))
                 self._fail(jobs, e)
                 self._reset()
 
     def _reset(self) -> None:
         self._rows, self._pads, self._pos, self._logits, self._admitting = [], [], 0, None, []
+        self._fill = None
+
+    @property
+    def running(self) -> int:
+        return len(self._rows) + (self._fill is not None)
 
     @staticmethod
     def _fail(jobs: list[_Job], error: BaseException) -> None:
@@ -264,6 +288,16 @@ class Engine:
 
     def _admit(self) -> None:
         """Moves queued jobs into the batch while there is room (rows, cache slots, prefill budget)."""
+        if self._fill is not None:
+            return  # one job fills at a time; the queue waits for it (FIFO)
+        if self._rows and self.prefill_chunk > 0 and len(self._rows) <= self.max_batch_size - 2:
+            job = self._next_job(block=False)
+            if job is not None and not job.future.cancelled():
+                if self._fits_fill(job):
+                    self._start_fill(job)
+                else:
+                    self._held = job
+            return
         new: list[_Job] = []
         while len(self._rows) + len(new) < self.max_batch_size:
             job = self._next_job(block=not self._rows and not new)
@@ -306,6 +340,88 @@ class Engine:
             + [pos + j.params.max_new_tokens for j in new]
         )
         return need <= self.max_seq_length
+
+    def _fill_layout(self, job: _Job, have: int) -> tuple[int, int]:
+        """(shift, end): how far the running rows must move right for `job`'s prompt to fit left of its last slot,
+        and that slot, the decode slot of the step that carries the prompt's last chunk."""
+        steps = -(-(len(job.ids) - have) // self.prefill_chunk)
+        shift = max(0, len(job.ids) - (self._pos + steps))
+        return shift, self._pos + shift + steps - 1
+
+    def _fits_fill(self, job: _Job) -> bool:
+        shift, end = self._fill_layout(job, 0)  # no cached prefix: the most slots it can take
+        need = max([self._pos + shift + r.params.max_new_tokens - len(r.out.new_ids) for r in self._rows]
+                   + [end + 1 + job.params.max_new_tokens])
+        return need <= self.max_seq_length
+
+    def _start_fill(self, job: _Job) -> None:
+        cached = None
+        if self.prefix_cache is not None and not job.params.echo_prompt:
+            cached = self.prefix_cache.lookup(job.ids)
+        have = 0 if cached is None else cached.shape[3]
+        shift, end = self._fill_layout(job, have)
+        need = max([self._pos + shift + r.params.max_new_tokens - len(r.out.new_ids) for r in self._rows]
+                   + [end + 1 + job.params.max_new_tokens])
+        self._ensure_capacity(need + 1)
+        if shift:
+            self._shift(shift)
+        row, start = self.max_batch_size - 1, end - len(job.ids) + 1
+        if cached is not None:
+            for layer, (k, v) in enumerate(zip(self._k, self._v)):
+                k[row, :, start : start + have] = cached[layer, 0]
+                v[row, :, start : start + have] = cached[layer, 1]
+        self.prefill_tokens += len(job.ids) - have
+        self._begin(job, time.perf_counter())
+        self._fill = _Fill(job, row, start, end, done=have, have=have)
+
+    def _fill_group(self) -> Group:
+        """The fill's next chunk: the prompt's last chunk lands on this step's decode slot."""
+        f = self._fill
+        steps_left = self._pos - f.end  # <= 0: the last chunk's step has decode slot f.end
+        n = len(f.job.ids) - f.done
+        size = n - (-steps_left) * self.prefill_chunk if steps_left < 0 else n
+        size = max(1, min(size, self.prefill_chunk, n))
+        a = f.done
+        slots = torch.arange(f.start + a, f.start + a + size, device=self.device)
+        mask, position_ids = left_padded_attention(torch.tensor([f.start], device=self.device), size,
+                                                   f.start + a + size, slots)
+        idx = torch.tensor([f.job.ids[a : a + size]], device=self.device)
+        return Group(idx, slice(f.row, f.row + 1), slots, position_ids, mask)
+
+    def _finish_fill(self, hidden_last: torch.Tensor) -> None:
+        """The whole prompt is in the fill row: cache its prefix, score it (echo), and move it into the batch."""
+        f, self._fill = self._fill, None
+        job, row, start, L = f.job, f.row, f.start, len(f.job.ids)
+        if self.prefix_cache is not None and not job.params.echo_prompt:
+            def read(a: int, b: int) -> torch.Tensor:
+                return torch.stack([torch.stack([k[row, :, start + a : start + b], v[row, :, start + a : start + b]])
+                                    for k, v in zip(self._k, self._v)])
+
+            self.prefix_cache.store(job.ids, read, f.have)
+        if job.params.echo_prompt:
+            self._score_prompt(job, torch.cat(f.hidden))
+        if job.params.max_new_tokens == 0:
+            self._finish(job, "length")
+            return
+        B = len(self._rows)
+        for t in (*self._k, *self._v):
+            t[B, :, start : f.end + 1] = t[row, :, start : f.end + 1]
+        self._rows.append(job)
+        self._pads.append(start)
+        logits = self.model.lm_head(hidden_last).float().unsqueeze(0)
+        self._logits = logits if self._logits is None or B == 0 else torch.cat([self._logits, logits])
+        self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
+
+    def _begin(self, job: _Job, t0: float) -> None:
+        job.t_start = t0
+        job.out = Completion(prompt_ids=job.ids, new_ids=[], new_logprobs=[], new_top=[], queue_time=t0 - job.t_submit)
+        p = job.params
+        if p.temperature > GREEDY_TEMPERATURE:
+            job.generator = torch.Generator(device=self.device)
+            if p.seed is not None:
+                job.generator.manual_seed(p.seed)
+            else:
+                job.generator.seed()
 
     def _ensure_capacity(self, slots: int) -> None:
         if slots <= self._capacity:
@@ -386,16 +502,8 @@ class Engine:
 
         keep: list[int] = []
         for i, job in enumerate(new):
-            job.t_start = t0
-            job.out = Completion(prompt_ids=job.ids, new_ids=[], new_logprobs=[], new_top=[],
-                                 queue_time=t0 - job.t_submit)
+            self._begin(job, t0)
             p = job.params
-            if p.temperature > GREEDY_TEMPERATURE:
-                job.generator = torch.Generator(device=self.device)
-                if p.seed is not None:
-                    job.generator.manual_seed(p.seed)
-                else:
-                    job.generator.seed()
             if p.echo_prompt:
                 self._score_prompt(job, hidden[i, S - len(job.ids):])
             if p.max_new_tokens == 0:
@@ -429,6 +537,63 @@ class Engine:
                 job.out.prompt_top += [[] for _ in range(t.numel())]
 
     def _step(self) -> None:
+        if self._rows:
+            self._sample()
+        if not self._rows and self._fill is None:
+            self._reset()
+            return
+        B, pos = len(self._rows), self._pos
+        if self._fill is not None:
+            groups = [self._fill_group()]
+            if B:
+                input_pos = torch.tensor([pos], device=self.device)
+                mask, position_ids = left_padded_attention(torch.tensor(self._pads, device=self.device), 1, pos + 1,
+                                                           input_pos)
+                idx = torch.tensor([self._next_tokens[self._order[i]] for i in range(B)], device=self.device)
+                groups.insert(0, Group(idx.unsqueeze(1), slice(0, B), input_pos, position_ids, mask))
+            self._use_cache(slice(None), slice(None))
+            hidden = self.model.forward_groups(groups)
+            if B:
+                self._logits = self.model.lm_head(hidden[0][:, -1]).float()
+            f, chunk = self._fill, hidden[-1][0]
+            f.done += chunk.shape[0]
+            if f.job.params.echo_prompt:
+                f.hidden.append(chunk)
+            self.fill_steps += 1
+            self.steps += B > 0
+            self._pos += 1
+            if f.done == len(f.job.ids):
+                if self._pos - 1 != f.end:
+                    raise RuntimeError(f"prefill of a joining prompt ended at slot {self._pos - 1}, not {f.end}")
+                self._finish_fill(chunk[-1])
+            if not self._rows and self._fill is None:
+                self._reset()
+            return
+        self._use_cache(slice(None), slice(0, pos + 1))
+        input_pos = torch.tensor([pos], device=self.device)
+        mask, position_ids = left_padded_attention(torch.tensor(self._pads, device=self.device), 1, pos + 1, input_pos)
+        idx = torch.tensor([self._next_tokens[self._order[i]] for i in range(B)], device=self.device).unsqueeze(1)
+        self._logits = self.model(idx, input_pos, position_ids=position_ids, mask=mask)[:, -1].float()
+        self._pos += 1
+        self.steps += 1
+        self._stats[0] += 1
+        self._stats[1] += B
+        if time.perf_counter() - self._stats[2] > 10:  # a periodic summary of the decode loop
+            n, rows, t0 = self._stats
+            cache = self.prefix_cache
+            logger.info("decode: %d steps in %.1fs (%.0f ms/step), %.1f rows/step, cache slots %d/%d; prompt tokens "
+                        "computed %d, from the prefix cache %d", n, time.perf_counter() - t0,
+                        1e3 * (time.perf_counter() - t0) / n, rows / n, self._pos, self._capacity, self.prefill_tokens,
+                        cache.hit_tokens if cache else 0)
+            self._stats = [0, 0, time.perf_counter()]
+        # All rows padded on the left: drop those slots, so attention spans fewer keys.
+        trim = min(self._pads)
+        if trim >= 32 and trim * 4 >= self._pos:
+            self._shift(-trim)
+            self.trims += 1
+
+    def _sample(self) -> None:
+        """Picks each row's next token from its pending logits, records it, and drops the rows that are done."""
         rows, logits = self._rows, self._logits
         logprobs = torch.log_softmax(logits, dim=-1)  # untempered: what the model assigns, whatever the sampling
         tokens = logits.argmax(dim=-1)
@@ -463,32 +628,9 @@ class Engine:
                 done[i] = self._finish(job, "length")
 
         self._compact(done)
+        self._next_tokens = token_list
         if not self._rows:
-            self._reset()
-            return
-        B, pos = len(self._rows), self._pos
-        self._use_cache(slice(None), slice(0, pos + 1))
-        input_pos = torch.tensor([pos], device=self.device)
-        mask, position_ids = left_padded_attention(torch.tensor(self._pads, device=self.device), 1, pos + 1, input_pos)
-        idx = torch.tensor([token_list[self._order[i]] for i in range(B)], device=self.device).unsqueeze(1)
-        self._logits = self.model(idx, input_pos, position_ids=position_ids, mask=mask)[:, -1].float()
-        self._pos += 1
-        self.steps += 1
-        self._stats[0] += 1
-        self._stats[1] += B
-        if time.perf_counter() - self._stats[2] > 10:  # a periodic summary of the decode loop
-            n, rows, t0 = self._stats
-            cache = self.prefix_cache
-            logger.info("decode: %d steps in %.1fs (%.0f ms/step), %.1f rows/step, cache slots %d/%d; prompt tokens "
-                        "computed %d, from the prefix cache %d", n, time.perf_counter() - t0,
-                        1e3 * (time.perf_counter() - t0) / n, rows / n, self._pos, self._capacity, self.prefill_tokens,
-                        cache.hit_tokens if cache else 0)
-            self._stats = [0, 0, time.perf_counter()]
-        # All rows padded on the left: drop those slots, so attention spans fewer keys.
-        trim = min(self._pads)
-        if trim >= 32 and trim * 4 >= self._pos:
-            self._shift(-trim)
-            self.trims += 1
+            self._logits = None
 
     def _hit_stop(self, ids: list[int], stop_sequences: list[str]) -> bool:
         # A stop sequence of n characters spans at most ~4n byte-level tokens: decoding that tail is enough.

@@ -191,6 +191,7 @@ def load_server(
     max_queue: int = 256,
     max_seq_length: Optional[int] = None,
     prefix_cache_mb: float = 1024,
+    prefill_chunk: int = 128,
 ) -> Server:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -200,9 +201,9 @@ def load_server(
     context = min(max_seq_length or model.max_seq_length, model.max_seq_length)
     max_batch_size = max_batch_size or default_batch_size(model, context, device)
     engine = Engine(model, tokenizer, max_batch_size=max_batch_size, max_queue=max_queue, max_seq_length=context,
-                    prefix_cache_mb=prefix_cache_mb)
-    logger.info("batching up to %d requests, context %d, prefix cache %g MB", max_batch_size, engine.max_seq_length,
-                prefix_cache_mb)
+                    prefix_cache_mb=prefix_cache_mb, prefill_chunk=prefill_chunk)
+    logger.info("batching up to %d requests, context %d, prefix cache %g MB, prefill chunk %d", max_batch_size,
+                engine.max_seq_length, prefix_cache_mb, prefill_chunk)
     return Server(model, tokenizer, engine, name=Path(checkpoint_dir).name)
 
 
@@ -224,6 +225,7 @@ def server_from_env() -> Server:
         max_queue=_env_int("MAX_QUEUE") or 256,
         max_seq_length=_env_int("MAX_SEQ_LENGTH"),
         prefix_cache_mb=float(os.environ.get("PREFIX_CACHE_MB") or 1024),
+        prefill_chunk=int(os.environ.get("PREFILL_CHUNK") or 128),
     )
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lit_gpt.config import Config
-from lit_gpt.model import GPT, left_padded_attention, packed_attention
+from lit_gpt.model import GPT, Group, left_padded_attention, packed_attention
 
 
 def tiny(name: str = "tiny-llama", seed: int = 0, **overrides) -> GPT:
@@ -66,6 +66,65 @@ def test_left_padded_decoding_with_the_kv_cache():
         model.clear_kv_cache()
         for i, r in enumerate(rows):
             torch.testing.assert_close(step[i, 0], model(torch.cat([r, nxt[i : i + 1]], dim=1))[0, -1])
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-neox"])
+def test_forward_groups_equals_each_group_on_its_own(name):
+    """Two rows decoding a token each beside a third row prefilling the second chunk of its prompt, in one pass: the
+    same hidden states and cache contents as the two batches run one after the other, and the chunked prompt's
+    states equal the plain uncached forward's."""
+    model = tiny(name)
+    a, b, nxt = ids(2, 6, seed=1), ids(1, 9, seed=2), ids(2, 1, seed=3)
+    pads = torch.tensor([0, 2])  # row 1's prompt is 4 tokens, left-padded
+    visible = lambda T, S, start: (torch.arange(S) >= start).expand(1, T, S)  # noqa: E731
+
+    def run(grouped: bool):
+        model.set_kv_cache(batch_size=3, max_seq_length=16)
+        with torch.no_grad():
+            mask, pos_ids = left_padded_attention(pads, 6, 6)
+            model.forward_groups([Group(a, slice(0, 2), torch.arange(6), pos_ids, mask)])
+            # row 2's prompt sits at slots 3..11: its first 5 tokens now
+            model.forward_groups([Group(b[:, :5], slice(2, 3), torch.arange(3, 8), torch.arange(5)[None], visible(5, 8, 3))])
+            dmask, dpos = left_padded_attention(pads, 1, 7, torch.tensor([6]))
+            decode = Group(nxt, slice(0, 2), torch.tensor([6]), dpos, dmask)
+            chunk = Group(b[:, 5:], slice(2, 3), torch.arange(8, 12), torch.arange(5, 9)[None], visible(4, 12, 3))
+            out = model.forward_groups([decode, chunk]) if grouped else \
+                [model.forward_groups([decode])[0], model.forward_groups([chunk])[0]]
+            cache = [torch.cat([blk.attn.kv_cache.k[:, :, :12], blk.attn.kv_cache.v[:, :, :12]])
+                     for blk in model.transformer.h]
+        return out, cache
+
+    grouped, cache_grouped = run(True)
+    alone, cache_alone = run(False)
+    for x, y in zip(grouped + cache_grouped, alone + cache_alone):
+        torch.testing.assert_close(x, y)
+    model.clear_kv_cache()
+    with torch.no_grad():
+        torch.testing.assert_close(grouped[1], model(b, return_hidden=True)[:, 5:])
+        for i, prompt in enumerate([a[:1], a[1:, 2:]]):  # the decode rows: each prompt plus its token, unpadded
+            full = model(torch.cat([prompt, nxt[i : i + 1]], dim=1), return_hidden=True)
+            torch.testing.assert_close(grouped[0][i, -1], full[0, -1])
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-neox"])
+def test_forward_groups_key_start_skips_slots_the_mask_hides(name):
+    """A row whose prompt starts at slot 5: reading its keys from slot 5 gives what masking slots 0-4 gives."""
+    model = tiny(name)
+    prompt = ids(1, 7, seed=4)
+    outs = []
+    for key_start in (0, 5):
+        model.set_kv_cache(batch_size=1, max_seq_length=16)
+        with torch.no_grad():
+            for blk in model.transformer.h:  # garbage in the skipped slots: it must not be read
+                blk.attn.kv_cache.k.normal_()
+                blk.attn.kv_cache.v.normal_()
+            mask = (torch.arange(key_start, 12) >= 5).expand(1, 7, 12 - key_start)
+            group = Group(prompt, slice(0, 1), torch.arange(5, 12), torch.arange(7)[None], mask, key_start=key_start)
+            outs.append(model.forward_groups([group])[0])
+    torch.testing.assert_close(outs[0], outs[1])
+    model.clear_kv_cache()
+    with torch.no_grad():
+        torch.testing.assert_close(outs[1], model(prompt, return_hidden=True))
 
 
 def test_sliding_window_mask():

@@ -276,3 +276,50 @@ def test_prefix_cache_evicts_least_recently_used(tiny):
             assert engine.prefix_cache.bytes <= 3 * kv_block_bytes and len(engine.prefix_cache.blocks) <= 3
     finally:
         engine.stop()
+
+
+def test_prompts_joining_running_rows_are_prefilled_in_chunks_beside_them(tiny):
+    """A job arriving while rows decode is prefilled a few tokens per step in the same pass as their next tokens:
+    outputs, logprobs, top-k and echoed prompt logprobs equal those of the engine that prefills it in one pass, also
+    when its prompt must shift the batch right, when it finds its prefix cached, and when the decode rows finish
+    before its prompt does."""
+    _, model, tokenizer = tiny
+    short = tokenizer.encode("héllo").tolist()
+    long = tokenizer.encode(" ".join(PROMPTS) + " 1 2 3 4 5 6 7 8").tolist()
+    similar = long[:32] + tokenizer.encode(" héllo wörld", bos=False).tolist()  # its first 2 blocks get cached
+    jobs = [
+        (short, SamplingParams(max_new_tokens=30, top_k_per_token=3)),
+        (short[:3], SamplingParams(max_new_tokens=2)),  # done a step into the first fill
+        (long, SamplingParams(max_new_tokens=6, top_k_per_token=3)),
+        (similar, SamplingParams(max_new_tokens=5)),
+        (long, SamplingParams(max_new_tokens=0, echo_prompt=True, top_k_per_token=2)),
+        (tokenizer.encode(PROMPTS[1]).tolist(), SamplingParams(max_new_tokens=4, echo_prompt=True)),
+    ]
+
+    def run(prefill_chunk: int):
+        engine = Engine(model, tokenizer, max_batch_size=6, prefix_cache_mb=64, prefill_chunk=prefill_chunk)
+        futures = [engine.submit(*jobs[0]), engine.submit(*jobs[1])]
+        with torch.inference_mode():
+            engine._admit()
+            engine._step()
+            futures += [engine.submit(*j) for j in jobs[2:]]
+            for _ in range(300):
+                if all(f.done() for f in futures):
+                    break
+                engine._admit()
+                if engine.running:
+                    engine._step()
+        engine.stop()
+        return [f.result(timeout=0) for f in futures], engine
+
+    chunked, engine = run(prefill_chunk=5)
+    whole, _ = run(prefill_chunk=0)
+    assert engine.fill_steps >= len(long) // 5 and engine.prefix_cache.hit_tokens >= 32
+    for (ids, p), c, w in zip(jobs, chunked, whole):
+        assert c.new_ids == w.new_ids == (reference_greedy(model, ids, p.max_new_tokens, tokenizer.stop_ids)
+                                          if p.max_new_tokens else [])
+        torch.testing.assert_close(torch.tensor(c.new_logprobs), torch.tensor(w.new_logprobs))
+        assert [[t for t, _ in top] for top in c.new_top] == [[t for t, _ in top] for top in w.new_top]
+        torch.testing.assert_close(torch.tensor(c.prompt_logprobs), torch.tensor(w.prompt_logprobs))
+        assert [[t for t, _ in top] for top in c.prompt_top] == [[t for t, _ in top] for top in w.prompt_top]
+        assert len(c.prompt_logprobs) == (len(ids) - 1 if p.echo_prompt else 0)
