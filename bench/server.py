@@ -257,6 +257,8 @@ def main(
             if after.get("prefix_cache") is not None:
                 r["prompt_tokens_computed"] = after["prefill_tokens"] - before["prefill_tokens"]
                 r["prompt_tokens_from_prefix_cache"] = after["prefix_cache"]["hit_tokens"] - before["prefix_cache"]["hit_tokens"]
+            if "busy_s" in after:  # where the engine's time went, and how much it sat idle
+                r["engine_busy_s"] = {k: round(v - before["busy_s"].get(k, 0.0), 1) for k, v in after["busy_s"].items()}
             results.append(r)
             lat = r["latency_s"]
             print(f"clients={n}: {r['requests']} requests ({r['errors']} errors) in {r['wall_s']:.0f}s: "
@@ -264,7 +266,8 @@ def main(
                   f"p50 {lat['p50']:.2f}s p90 {lat['p90']:.2f}s p99 {lat['p99']:.2f}s; per task "
                   + ", ".join(f"{t} n={v['requests']} p50 {v['p50']:.2f}s" for t, v in r["per_task"].items())
                   + (f"; prompt tokens computed {r['prompt_tokens_computed']}, from the prefix cache "
-                     f"{r['prompt_tokens_from_prefix_cache']}" if "prompt_tokens_computed" in r else ""))
+                     f"{r['prompt_tokens_from_prefix_cache']}" if "prompt_tokens_computed" in r else "")
+                  + (f"; engine seconds {r['engine_busy_s']}" if "engine_busy_s" in r else ""))
         if len(results) > 1:
             base = results[0]["requests_per_s"]
             for r in results[1:]:

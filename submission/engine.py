@@ -87,6 +87,13 @@ def default_batch_size(model, context: int, device: str) -> int:
     return max(1, min(32, int(0.6 * free / per_row)))
 
 
+def default_prefill_chunk(device: str) -> int:
+    """Prompt tokens per pass beside decode rows: enough that a pass is compute-bound (the decode rows' tokens then
+    cost almost nothing), few enough that they advance often. 64 on this project's 2-core CPU (bench/RESULTS.md:
+    32 and 128-256 were slower); on a GPU a pass reads all weights in the time of a few hundred tokens' compute."""
+    return 512 if device.startswith("cuda") else 64
+
+
 class PrefixCache:
     """Keys/values of prompt prefixes in blocks of `block` tokens, least recently used dropped beyond `max_bytes`.
 
@@ -175,7 +182,7 @@ class Engine:
         max_seq_length: Optional[int] = None,
         max_prefill_tokens: int = 8192,
         prefix_cache_mb: float = 1024,
-        prefill_chunk: int = 128,
+        prefill_chunk: Optional[int] = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -183,10 +190,11 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.max_seq_length = min(max_seq_length or model.max_seq_length, model.max_seq_length)
         self.max_prefill_tokens = max_prefill_tokens
-        self.prefill_chunk = prefill_chunk  # 0: a job arriving while rows decode is prefilled in one pass
         weight = model.transformer.wte.weight
         self.device = weight.device
         self.dtype = weight.dtype if weight.is_floating_point() else torch.float32
+        # 0: a job arriving while rows decode is prefilled in one pass, stalling them
+        self.prefill_chunk = default_prefill_chunk(str(self.device)) if prefill_chunk is None else prefill_chunk
         cfg = model.config
         self._cache_shape = (max_batch_size, cfg.n_query_groups, cfg.head_size)
         self.queue: queue.Queue[_Job] = queue.Queue(maxsize=max_queue)
@@ -211,6 +219,9 @@ class Engine:
         self.max_rows_seen = 0
         self.trims = 0
         self.fill_steps = 0  # passes that carried a prompt chunk beside decode rows
+        # seconds the worker spent per phase: "prefill" (whole prompts), "fill" (chunk passes with the decode rows),
+        # "decode" (decode-only passes), "sample" (picking tokens, stop checks); /health reports them
+        self.busy: dict[str, float] = {"prefill": 0.0, "fill": 0.0, "decode": 0.0, "sample": 0.0}
         self._stats = [0, 0, time.perf_counter()]  # steps, rows stepped, since
 
     # ---------------------------------------------------------------- public API
@@ -310,9 +321,11 @@ class Engine:
                 break
             new.append(job)
         if new:
+            t0 = time.perf_counter()
             self._admitting = new
             self._prefill(new)
             self._admitting = []
+            self.busy["prefill"] += time.perf_counter() - t0
 
     def _prefix_pending(self, new: list[_Job], job: _Job) -> bool:
         """Whether `job` starts like a job being admitted now whose prefix is not cached yet: it waits one step, to
@@ -377,16 +390,15 @@ class Engine:
     def _fill_group(self) -> Group:
         """The fill's next chunk: the prompt's last chunk lands on this step's decode slot."""
         f = self._fill
-        steps_left = self._pos - f.end  # <= 0: the last chunk's step has decode slot f.end
+        steps = f.end - self._pos + 1  # this step and the rest: the last chunk's step has decode slot f.end
         n = len(f.job.ids) - f.done
-        size = n - (-steps_left) * self.prefill_chunk if steps_left < 0 else n
-        size = max(1, min(size, self.prefill_chunk, n))
+        size = -(-n // steps)  # even chunks (a small leftover chunk would waste a pass)
         a = f.done
-        slots = torch.arange(f.start + a, f.start + a + size, device=self.device)
-        mask, position_ids = left_padded_attention(torch.tensor([f.start], device=self.device), size,
-                                                   f.start + a + size, slots)
+        local = torch.arange(a, a + size, device=self.device)  # prompt positions; the row's keys start at f.start
+        mask, position_ids = left_padded_attention(torch.zeros(1, dtype=torch.long, device=self.device), size, a + size,
+                                                   local)
         idx = torch.tensor([f.job.ids[a : a + size]], device=self.device)
-        return Group(idx, slice(f.row, f.row + 1), slots, position_ids, mask)
+        return Group(idx, slice(f.row, f.row + 1), local + f.start, position_ids, mask, key_start=f.start)
 
     def _finish_fill(self, hidden_last: torch.Tensor) -> None:
         """The whole prompt is in the fill row: cache its prefix, score it (echo), and move it into the batch."""
@@ -408,7 +420,7 @@ class Engine:
             t[B, :, start : f.end + 1] = t[row, :, start : f.end + 1]
         self._rows.append(job)
         self._pads.append(start)
-        logits = self.model.lm_head(hidden_last).float().unsqueeze(0)
+        logits = self._head(hidden_last.unsqueeze(0))
         self._logits = logits if self._logits is None or B == 0 else torch.cat([self._logits, logits])
         self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
 
@@ -487,9 +499,11 @@ class Engine:
         idx = torch.tensor([([0] * (longest - len(j.ids)) + j.ids)[longest - S:] for j in new], device=self.device)
         input_pos = torch.arange(longest - S, longest, device=self.device)
         mask, position_ids = left_padded_attention(pads, S, longest, input_pos)
+        if S == longest and not pads.any():  # no padding, nothing cached: plain causal attention (the fast kernel)
+            mask = None
         self._use_cache(slice(B, B + b), slice(pos - longest, pos))
         hidden = self.model(idx, input_pos, position_ids=position_ids, mask=mask, return_hidden=True)
-        logits = self.model.lm_head(hidden[:, -1]).float()
+        logits = self._head(hidden[:, -1])
         if self.prefix_cache is not None:
             for i, job in enumerate(new):
                 start = pos - len(job.ids)
@@ -522,6 +536,16 @@ class Engine:
         self._logits = kept_logits if self._logits is None or B == 0 else torch.cat([self._logits, kept_logits])
         self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
 
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """float logits of a few rows' final hidden states (rows, n_embd). On a CPU, `F.linear` over 2-8 rows takes
+        a slow path for a large head (SmolLM2's 49k x 576: 13-26 ms against 3-6 ms as `W @ h.T`; bench/decode_step.py),
+        so those rows go through `W @ h.T`: the same products, in another order."""
+        head = self.model.lm_head
+        if hidden.device.type == "cpu" and 2 <= hidden.shape[0] <= 8 and type(head) is torch.nn.Linear:
+            out = (head.weight @ hidden.T).T
+            return (out if head.bias is None else out + head.bias).float()
+        return head(hidden).float()
+
     def _score_prompt(self, job: _Job, hidden: torch.Tensor, chunk: int = 256) -> None:
         """Log-probabilities of prompt tokens 1.. given their prefix (the first token has none)."""
         targets = torch.tensor(job.ids[1:], device=hidden.device)
@@ -537,60 +561,67 @@ class Engine:
                 job.out.prompt_top += [[] for _ in range(t.numel())]
 
     def _step(self) -> None:
+        t0 = time.perf_counter()
         if self._rows:
             self._sample()
+        t1 = time.perf_counter()
+        self.busy["sample"] += t1 - t0
+        phase = "fill" if self._fill is not None else "decode"
+        try:
+            self._forward_step()
+        finally:
+            self.busy[phase] += time.perf_counter() - t1
+
+    def _forward_step(self) -> None:
+        """One pass for the rows' next tokens, with the fill's next chunk when a prompt is being filled."""
         if not self._rows and self._fill is None:
             self._reset()
             return
-        B, pos = len(self._rows), self._pos
+        B = len(self._rows)
+        groups = ([self._decode_group()] if B else []) + ([self._fill_group()] if self._fill is not None else [])
+        self._use_cache(slice(None), slice(None))
+        hidden = self.model.forward_groups(groups)
+        self._pos += 1
+        if B:
+            self._logits = self._head(hidden[0][:, -1])
+            self.steps += 1
+            self._stats[0] += 1
+            self._stats[1] += B
         if self._fill is not None:
-            groups = [self._fill_group()]
-            if B:
-                input_pos = torch.tensor([pos], device=self.device)
-                mask, position_ids = left_padded_attention(torch.tensor(self._pads, device=self.device), 1, pos + 1,
-                                                           input_pos)
-                idx = torch.tensor([self._next_tokens[self._order[i]] for i in range(B)], device=self.device)
-                groups.insert(0, Group(idx.unsqueeze(1), slice(0, B), input_pos, position_ids, mask))
-            self._use_cache(slice(None), slice(None))
-            hidden = self.model.forward_groups(groups)
-            if B:
-                self._logits = self.model.lm_head(hidden[0][:, -1]).float()
             f, chunk = self._fill, hidden[-1][0]
             f.done += chunk.shape[0]
             if f.job.params.echo_prompt:
                 f.hidden.append(chunk)
             self.fill_steps += 1
-            self.steps += B > 0
-            self._pos += 1
             if f.done == len(f.job.ids):
                 if self._pos - 1 != f.end:
                     raise RuntimeError(f"prefill of a joining prompt ended at slot {self._pos - 1}, not {f.end}")
                 self._finish_fill(chunk[-1])
-            if not self._rows and self._fill is None:
-                self._reset()
-            return
-        self._use_cache(slice(None), slice(0, pos + 1))
-        input_pos = torch.tensor([pos], device=self.device)
-        mask, position_ids = left_padded_attention(torch.tensor(self._pads, device=self.device), 1, pos + 1, input_pos)
-        idx = torch.tensor([self._next_tokens[self._order[i]] for i in range(B)], device=self.device).unsqueeze(1)
-        self._logits = self.model(idx, input_pos, position_ids=position_ids, mask=mask)[:, -1].float()
-        self._pos += 1
-        self.steps += 1
-        self._stats[0] += 1
-        self._stats[1] += B
-        if time.perf_counter() - self._stats[2] > 10:  # a periodic summary of the decode loop
+        if time.perf_counter() - self._stats[2] > 10 and self._stats[0]:  # a periodic summary of the decode loop
             n, rows, t0 = self._stats
             cache = self.prefix_cache
             logger.info("decode: %d steps in %.1fs (%.0f ms/step), %.1f rows/step, cache slots %d/%d; prompt tokens "
-                        "computed %d, from the prefix cache %d", n, time.perf_counter() - t0,
+                        "computed %d, from the prefix cache %d; busy s %s", n, time.perf_counter() - t0,
                         1e3 * (time.perf_counter() - t0) / n, rows / n, self._pos, self._capacity, self.prefill_tokens,
-                        cache.hit_tokens if cache else 0)
+                        cache.hit_tokens if cache else 0, {k: round(v, 1) for k, v in self.busy.items()})
             self._stats = [0, 0, time.perf_counter()]
-        # All rows padded on the left: drop those slots, so attention spans fewer keys.
-        trim = min(self._pads)
+        if not self._rows and self._fill is None:
+            self._reset()
+            return
+        # All rows padded on the left (and no prompt filling): drop those slots, so the cache stays small.
+        trim = min(self._pads) if self._rows and self._fill is None else 0
         if trim >= 32 and trim * 4 >= self._pos:
             self._shift(-trim)
             self.trims += 1
+
+    def _decode_group(self) -> Group:
+        """The rows' next tokens at the shared slot `pos`; attention reads from the first slot any row uses."""
+        B, pos, first = len(self._rows), self._pos, min(self._pads)
+        input_pos = torch.tensor([pos], device=self.device)
+        pads = torch.tensor(self._pads, device=self.device) - first
+        mask, position_ids = left_padded_attention(pads, 1, pos + 1 - first, input_pos - first)
+        idx = torch.tensor([[self._next_tokens[self._order[i]]] for i in range(B)], device=self.device)
+        return Group(idx, slice(0, B), input_pos, position_ids, mask, key_start=first)
 
     def _sample(self) -> None:
         """Picks each row's next token from its pending logits, records it, and drops the rows that are done."""

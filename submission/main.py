@@ -191,7 +191,7 @@ def load_server(
     max_queue: int = 256,
     max_seq_length: Optional[int] = None,
     prefix_cache_mb: float = 1024,
-    prefill_chunk: int = 128,
+    prefill_chunk: Optional[int] = None,
 ) -> Server:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -203,7 +203,7 @@ def load_server(
     engine = Engine(model, tokenizer, max_batch_size=max_batch_size, max_queue=max_queue, max_seq_length=context,
                     prefix_cache_mb=prefix_cache_mb, prefill_chunk=prefill_chunk)
     logger.info("batching up to %d requests, context %d, prefix cache %g MB, prefill chunk %d", max_batch_size,
-                engine.max_seq_length, prefix_cache_mb, prefill_chunk)
+                engine.max_seq_length, prefix_cache_mb, engine.prefill_chunk)
     return Server(model, tokenizer, engine, name=Path(checkpoint_dir).name)
 
 
@@ -225,7 +225,7 @@ def server_from_env() -> Server:
         max_queue=_env_int("MAX_QUEUE") or 256,
         max_seq_length=_env_int("MAX_SEQ_LENGTH"),
         prefix_cache_mb=float(os.environ.get("PREFIX_CACHE_MB") or 1024),
-        prefill_chunk=int(os.environ.get("PREFILL_CHUNK") or 128),
+        prefill_chunk=_env_int("PREFILL_CHUNK"),
     )
 
 
@@ -271,7 +271,7 @@ def create_app(server: Optional[Server] = None) -> FastAPI:
         s = state(request)
         cache = s.engine.prefix_cache
         return {"status": "ok", "model": s.name, "running": s.engine.running, "queued": s.engine.queue.qsize(),
-                "prefill_tokens": s.engine.prefill_tokens,
+                "prefill_tokens": s.engine.prefill_tokens, "busy_s": {k: round(v, 3) for k, v in s.engine.busy.items()},
                 "prefix_cache": None if cache is None else {"hit_tokens": cache.hit_tokens, "mb": cache.bytes / 2**20}}
 
     return app
