@@ -201,6 +201,7 @@ def main(
     profile: str = "helm",
     prefix_cache_mb: Optional[float] = None,
     prefill_chunk: Optional[int] = None,
+    requests: Optional[int] = None,
     out: Optional[Path] = None,
 ) -> list[dict]:
     """Measures requests/s, generated tokens/s and latency percentiles at each number of concurrent clients.
@@ -222,6 +223,9 @@ def main(
         prefix_cache_mb: The server's PREFIX_CACHE_MB (0: no prefix cache; default: the server's default).
         prefill_chunk: The server's PREFILL_CHUNK (0: a prompt joining running rows is prefilled in one pass that
             stalls them; default: the server's default).
+        requests: Fixed-workload mode, as HELM runs a fixed set of requests: every level drains the same first
+            `requests` requests of the mix on a fresh server (a cold prefix cache, the same warmup), and throughput is
+            requests / wall time. Without it, each level runs --duration seconds on its own slice of the mix.
         out: Also write the results as JSON here.
     """
     if not SHARED.is_dir():
@@ -236,23 +240,38 @@ def main(
     mix = build_mix(SHARED, 1200, mmlu_share, gsm8k_max_new_tokens, cnn_max_new_tokens, profile=profile)
     # Each level (and the warmup) gets its own requests: the server's prefix cache keeps whole prompts, so a replayed
     # sequence would find them all cached. What the levels share is what HELM's requests share (few-shot prefixes).
+    # With --requests, the levels instead replay the same requests, each on a fresh server.
     chunk = (len(mix) - warmup_requests) // len(levels)
+    import httpx
 
+    if requests is not None and url is not None:
+        raise UserError("--requests starts a fresh server per level: leave out --url")
+    env = {} if prefix_cache_mb is None else {"PREFIX_CACHE_MB": str(prefix_cache_mb)}
+    env |= {} if prefill_chunk is None else {"PREFILL_CHUNK": str(prefill_chunk)}
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_server.{os.getpid()}.log"
     proc = None
-    if url is None:
-        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_server.{os.getpid()}.log"
-        env = {} if prefix_cache_mb is None else {"PREFIX_CACHE_MB": str(prefix_cache_mb)}
-        env |= {} if prefill_chunk is None else {"PREFILL_CHUNK": str(prefill_chunk)}
-        proc, url = start_server(checkpoint_dir, log, env)
-        print(f"server at {url} (log: {log})", file=sys.stderr)
-    try:
-        import httpx
 
-        run_level(url, mix[len(mix) - warmup_requests:], 1, 600, warmup_requests)
+    def serve() -> str:
+        nonlocal proc
+        stop(proc)
+        proc, server_url = start_server(checkpoint_dir, log, env)
+        print(f"server at {server_url} (log: {log})", file=sys.stderr)
+        run_level(server_url, mix[len(mix) - warmup_requests:], 1, 600, warmup_requests)
+        return server_url
+
+    try:
+        if url is None and requests is None:
+            url = serve()
+        elif url is not None:
+            run_level(url, mix[len(mix) - warmup_requests:], 1, 600, warmup_requests)
         results = []
         for level, n in enumerate(levels):
+            if requests is not None:
+                url, batch, limit, seconds = serve(), mix[:requests], requests, 3600.0
+            else:
+                batch, limit, seconds = mix[level * chunk : (level + 1) * chunk], max_requests, duration
             before = httpx.get(url + "/health", timeout=10).json()
-            r = run_level(url, mix[level * chunk : (level + 1) * chunk], n, duration, max_requests)
+            r = run_level(url, batch, n, seconds, limit)
             after = httpx.get(url + "/health", timeout=10).json()
             if after.get("prefix_cache") is not None:
                 r["prompt_tokens_computed"] = after["prefill_tokens"] - before["prefill_tokens"]
@@ -278,12 +297,16 @@ def main(
             out.write_text(json.dumps(results, indent=2))
         return results
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
+
+
+def stop(proc: Optional[subprocess.Popen]) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 if __name__ == "__main__":

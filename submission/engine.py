@@ -89,9 +89,10 @@ def default_batch_size(model, context: int, device: str) -> int:
 
 def default_prefill_chunk(device: str) -> int:
     """Prompt tokens per pass beside decode rows: enough that a pass is compute-bound (the decode rows' tokens then
-    cost almost nothing), few enough that they advance often. 64 on this project's 2-core CPU (bench/RESULTS.md:
-    32 and 128-256 were slower); on a GPU a pass reads all weights in the time of a few hundred tokens' compute."""
-    return 512 if device.startswith("cuda") else 64
+    cost almost nothing), few enough that they advance often. 128 on this project's 2-core CPU (bench/RESULTS.md:
+    64 and 256 drained the same 100 HELM-like requests slower); on a GPU a pass reads all weights in the time of a
+    few hundred tokens' compute."""
+    return 512 if device.startswith("cuda") else 128
 
 
 class PrefixCache:
