@@ -1,4 +1,5 @@
-"""Cost of one KV-cached decode step at batch sizes 1 and 4, and SDPA's native GQA against expanding K/V.
+"""Cost of one KV-cached decode step at batch sizes 1 and 4, the LM head over a few rows (F.linear against W @ h.T),
+and SDPA's native GQA against expanding K/V.
 
     python bench/decode_step.py --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct
 
@@ -49,6 +50,15 @@ def main(checkpoint_dir: Path, cache_lengths: str = "64,600", steps: int = 20) -
             ms = 1e3 * time_it(lambda: model(idx, pos, position_ids=position_ids, mask=mask), steps)
             print(f"| {B} | {S} | {ms:.1f} |")
     model.clear_kv_cache()
+
+    # The LM head over a few rows (the engine's `_head`): oneDNN's F.linear path against W @ h.T, same products.
+    W = model.lm_head.weight
+    print(f"\n| rows | LM head ({W.shape[0]} x {W.shape[1]}) F.linear ms | W @ h.T ms |\n|---:|---:|---:|")
+    for rows in (1, 2, 4, 8):
+        h = torch.randn(rows, cfg.n_embd)
+        linear = time_it(lambda: F.linear(h, W), steps)
+        transposed = time_it(lambda: (W @ h.T).T, steps)
+        print(f"| {rows} | {1e3 * linear:.1f} | {1e3 * transposed:.1f} |")
 
     nh, ng, hs, T = cfg.n_head, cfg.n_query_groups, cfg.head_size, 512
     q, k, v = torch.randn(4, nh, T, hs), torch.randn(4, ng, T, hs), torch.randn(4, ng, T, hs)

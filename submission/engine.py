@@ -575,6 +575,8 @@ class Engine:
 
     def _forward_step(self) -> None:
         """One pass for the rows' next tokens, with the fill's next chunk when a prompt is being filled."""
+        if self._fill is not None and self._fill.job.future.cancelled():  # the client went away: stop filling
+            self._fill = None
         if not self._rows and self._fill is None:
             self._reset()
             return

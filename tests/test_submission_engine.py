@@ -323,3 +323,28 @@ def test_prompts_joining_running_rows_are_prefilled_in_chunks_beside_them(tiny):
         torch.testing.assert_close(torch.tensor(c.prompt_logprobs), torch.tensor(w.prompt_logprobs))
         assert [[t for t, _ in top] for top in c.prompt_top] == [[t for t, _ in top] for top in w.prompt_top]
         assert len(c.prompt_logprobs) == (len(ids) - 1 if p.echo_prompt else 0)
+
+
+def test_a_cancelled_fill_is_dropped_and_the_rows_go_on(tiny):
+    _, model, tokenizer = tiny
+    short = tokenizer.encode("héllo").tolist()
+    long = tokenizer.encode(" ".join(PROMPTS) + " 1 2 3 4 5 6 7 8").tolist()
+    engine = Engine(model, tokenizer, max_batch_size=4, prefill_chunk=4)
+    first = engine.submit(short, SamplingParams(max_new_tokens=20))
+    with torch.inference_mode():
+        engine._admit()
+        engine._step()
+        gone = engine.submit(long, SamplingParams(max_new_tokens=5))
+        engine._admit()
+        engine._step()
+        assert engine._fill is not None and engine._fill.job.future is gone
+        gone.cancel()
+        fill_steps = engine.fill_steps
+        engine._step()  # the next pass drops it instead of computing its next chunk
+        assert engine._fill is None and engine.fill_steps == fill_steps
+        for _ in range(40):
+            engine._admit()
+            if engine.running:
+                engine._step()
+    assert engine._fill is None and first.result(timeout=0).new_ids == reference_greedy(model, short, 20, tokenizer.stop_ids)
+    engine.stop()
