@@ -299,7 +299,8 @@ class Engine:
             return None
 
     def _admit(self) -> None:
-        """Moves queued jobs into the batch while there is room (rows, cache slots, prefill budget)."""
+        """Moves queued jobs into the batch. With rows running and a spare row, the next job starts a chunked fill
+        beside them; otherwise queued jobs are prefilled together while there is room (rows, cache slots, budget)."""
         if self._fill is not None:
             return  # one job fills at a time; the queue waits for it (FIFO)
         if self._rows and self.prefill_chunk > 0 and len(self._rows) <= self.max_batch_size - 2:
