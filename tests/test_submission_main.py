@@ -212,6 +212,11 @@ def test_malformed_bodies_are_4xx(client):
 def test_health(client):
     r = client.get("/health")
     assert r.status_code == 200 and r.json()["status"] == "ok"
+    before = r.json()["busy_s"]
+    assert set(before) == {"prefill", "fill", "decode", "sample"}
+    assert client.post("/process", json={"prompt": "The quick", "max_new_tokens": 16}).status_code == 200
+    after = client.get("/health").json()["busy_s"]
+    assert all(after[k] >= before[k] for k in before) and sum(after.values()) > sum(before.values())
 
 
 def test_full_queue_answers_503(tmp_path):
