@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-
 from eval.helm import Request
 from lit_gpt.generation import find_stop
 

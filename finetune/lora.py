@@ -472,13 +472,12 @@ def loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: tor
         kwargs = {"mask": mask, "position_ids": position_ids}
     raw = getattr(model, "module", model)
     if type(getattr(model, "_forward_module", model)).__name__.startswith("FullyShardedDataParallel"):
-        logits, targets = model(input_ids, **kwargs).flatten(0, 1), targets.flatten()
-    else:
-        hidden = model(input_ids, return_hidden=True, **kwargs)
-        keep = targets != -100
-        # Fabric hands back outputs in fp32 under bf16-true: feed the head its own dtype
-        return training.head_cross_entropy(hidden[keep].to(raw.transformer.wte.weight.dtype), raw.lm_head, targets[keep])
-    return F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
+        logits = model(input_ids, **kwargs).flatten(0, 1)
+        return F.cross_entropy(logits.float(), targets.flatten(), ignore_index=-100, reduction="sum")
+    hidden = model(input_ids, return_hidden=True, **kwargs)
+    keep = targets != -100
+    # Fabric hands back outputs in fp32 under bf16-true: feed the head its own dtype
+    return training.head_cross_entropy(hidden[keep].to(raw.transformer.wte.weight.dtype), raw.lm_head, targets[keep])
 
 
 def make_val_batches(val_data, micro_batch_size: int, eval_iters: int, max_seq_length: int) -> list[dict]:

@@ -88,7 +88,7 @@ class GPT(nn.Module):
         if self.transformer.h[0].attn.kv_cache is None:
             raise RuntimeError("forward_groups needs a KV cache: call `model.set_kv_cache(batch_size)` first")
         dtype = self.transformer.wte.weight.dtype
-        xs, coss, sins, specs = [], [], [], []
+        xs, coss, sins, specs, start = [], [], [], [], 0
         for g in groups:
             b, T = g.idx.shape
             xs.append(self.transformer.wte(g.idx).reshape(b * T, -1))
@@ -97,16 +97,13 @@ class GPT(nn.Module):
             sins.append(sin)
             S = g.key_start + g.mask.shape[-1]
             mask = self._attention_mask(g.input_pos, g.mask, g.idx.device, S, g.key_start)
-            specs.append(_GroupAttention(b, T, g.rows, g.input_pos, mask, g.key_start))
+            specs.append(_GroupAttention(start, b, T, g.rows, g.input_pos, mask, g.key_start))
+            start += b * T
         x, cos, sin = torch.cat(xs).unsqueeze(0), torch.cat(coss, dim=2), torch.cat(sins, dim=2)
         for block in self.transformer.h:
             x = block(x, cos, sin, specs, None)
         x = self.transformer.ln_f(x)[0]
-        out, start = [], 0
-        for g in specs:
-            out.append(x[start : start + g.b * g.T].view(g.b, g.T, -1))
-            start += g.b * g.T
-        return out
+        return [x[g.start : g.start + g.b * g.T].view(g.b, g.T, -1) for g in specs]
 
     def _attention_mask(
         self, q_pos: torch.Tensor, extra: Optional[torch.Tensor], device: torch.device, S: Optional[int] = None,
@@ -169,20 +166,13 @@ class Group:
 
 @dataclass
 class _GroupAttention:
+    start: int  # the group's first token in the pass's flattened tokens
     b: int
     T: int
     rows: slice
     input_pos: torch.Tensor
-    mask: Optional[torch.Tensor]  # (b|1, 1, T, S - key_start) bool
+    mask: torch.Tensor  # (b|1, 1, T, S - key_start) bool
     key_start: int = 0
-
-
-def _starts(groups: list[_GroupAttention]) -> list[int]:
-    out, start = [], 0
-    for g in groups:
-        out.append(start)
-        start += g.b * g.T
-    return out
 
 
 def make_norm(config: Config) -> nn.Module:
@@ -230,7 +220,7 @@ class CausalSelfAttention(nn.Module):
         q = apply_rope(q, cos, sin, self.rope_n_elem)
         k = apply_rope(k, cos, sin, self.rope_n_elem)
         if isinstance(mask, list):  # forward_groups: x is (1, all groups' tokens, C)
-            y = torch.cat([self._attend(q, k, v, g, start) for g, start in zip(mask, _starts(mask))], dim=1)
+            y = torch.cat([self._attend(q, k, v, g) for g in mask], dim=1)
             return self.proj(y)
         if input_pos is not None:
             k, v = self.kv_cache.update(input_pos, k, v)
@@ -238,16 +228,14 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, nh * hs)
         return self.proj(y)
 
-    def _attend(self, q, k, v, g: _GroupAttention, start: int) -> torch.Tensor:
+    def _attend(self, q, k, v, g: _GroupAttention) -> torch.Tensor:
         """One group's attention: its tokens' queries (as a (b, heads, T, hs) batch) over its cache rows."""
         n, hs = g.b * g.T, self.head_size
 
         def rows(t: torch.Tensor) -> torch.Tensor:  # (1, heads, N, hs) -> (b, heads, T, hs)
-            return t[0, :, start : start + n].reshape(t.shape[1], g.b, g.T, hs).transpose(0, 1)
+            return t[0, :, g.start : g.start + n].reshape(t.shape[1], g.b, g.T, hs).transpose(0, 1)
 
-        cache_k, cache_v = self.kv_cache.k[g.rows], self.kv_cache.v[g.rows]
-        cache_k.index_copy_(2, g.input_pos, rows(k).to(cache_k.dtype))
-        cache_v.index_copy_(2, g.input_pos, rows(v).to(cache_v.dtype))
+        cache_k, cache_v = self.kv_cache.update(g.input_pos, rows(k), rows(v), g.rows)
         a, S = g.key_start, g.key_start + g.mask.shape[-1]
         y = self._sdpa(rows(q), cache_k[:, :, a:S], cache_v[:, :, a:S], g.mask)
         return y.transpose(1, 2).reshape(1, n, self.n_head * hs)
@@ -353,13 +341,17 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               rows: Optional[slice] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Writes k, v at slots `input_pos` of cache rows `rows` (default: the first k.shape[0]); returns those
+        rows' whole cache."""
         if input_pos.max() >= self.k.shape[2]:
             raise ValueError(f"KV cache holds {self.k.shape[2]} positions, got position {int(input_pos.max())}")
-        B = k.shape[0]
-        self.k[:B].index_copy_(2, input_pos, k.to(self.k.dtype))
-        self.v[:B].index_copy_(2, input_pos, v.to(self.v.dtype))
-        return self.k[:B], self.v[:B]
+        rows = slice(0, k.shape[0]) if rows is None else rows
+        cache_k, cache_v = self.k[rows], self.v[rows]
+        cache_k.index_copy_(2, input_pos, k.to(cache_k.dtype))
+        cache_v.index_copy_(2, input_pos, v.to(cache_v.dtype))
+        return cache_k, cache_v
 
 
 def packed_attention(segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Helpers the training scripts share: LR schedule, time budget, RNG state, checkpoint directories, throughput."""
+"""Helpers the training scripts share: LR schedule, time budget, a frozen head's chunked loss, RNG state, checkpoint
+directories, throughput."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def add_neftune_hook(model: torch.nn.Module, alpha: float) -> torch.utils.hooks.
     return model.transformer.wte.register_forward_hook(hook)
 
 
-# ----------------------------------------------------------------------------- RNG state
+# ----------------------------------------------------------------------------- loss of a frozen LM head
 class _HeadCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of `hidden @ weight.T` against `targets` (-100 ignored), chunk by chunk, for a frozen head.
 
@@ -115,6 +116,7 @@ def head_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, targets: tor
     return torch.nn.functional.cross_entropy(head(hidden).float(), targets, ignore_index=-100, reduction="sum")
 
 
+# ----------------------------------------------------------------------------- RNG state
 def capture_rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     try:

@@ -363,11 +363,14 @@ class Engine:
         shift = max(0, len(job.ids) - (self._pos + steps))
         return shift, self._pos + shift + steps - 1
 
+    def _fill_need(self, job: _Job, shift: int, end: int) -> int:
+        """Cache slots the batch needs with `job` filled to `end` after shifting the rows by `shift`."""
+        return max([self._pos + shift + r.params.max_new_tokens - len(r.out.new_ids) for r in self._rows]
+                   + [end + 1 + job.params.max_new_tokens])
+
     def _fits_fill(self, job: _Job) -> bool:
         shift, end = self._fill_layout(job, 0)  # no cached prefix: the most slots it can take
-        need = max([self._pos + shift + r.params.max_new_tokens - len(r.out.new_ids) for r in self._rows]
-                   + [end + 1 + job.params.max_new_tokens])
-        return need <= self.max_seq_length
+        return self._fill_need(job, shift, end) <= self.max_seq_length
 
     def _start_fill(self, job: _Job) -> None:
         cached = None
@@ -375,16 +378,12 @@ class Engine:
             cached = self.prefix_cache.lookup(job.ids)
         have = 0 if cached is None else cached.shape[3]
         shift, end = self._fill_layout(job, have)
-        need = max([self._pos + shift + r.params.max_new_tokens - len(r.out.new_ids) for r in self._rows]
-                   + [end + 1 + job.params.max_new_tokens])
-        self._ensure_capacity(need + 1)
+        self._ensure_capacity(self._fill_need(job, shift, end) + 1)
         if shift:
             self._shift(shift)
         row, start = self.max_batch_size - 1, end - len(job.ids) + 1
         if cached is not None:
-            for layer, (k, v) in enumerate(zip(self._k, self._v)):
-                k[row, :, start : start + have] = cached[layer, 0]
-                v[row, :, start : start + have] = cached[layer, 1]
+            self._write_kv(row, start, cached)
         self.prefill_tokens += len(job.ids) - have
         self._begin(job, time.perf_counter())
         self._fill = _Fill(job, row, start, end, done=have, have=have)
@@ -405,13 +404,9 @@ class Engine:
     def _finish_fill(self, hidden_last: torch.Tensor) -> None:
         """The whole prompt is in the fill row: cache its prefix, score it (echo), and move it into the batch."""
         f, self._fill = self._fill, None
-        job, row, start, L = f.job, f.row, f.start, len(f.job.ids)
+        job, row, start = f.job, f.row, f.start
         if self.prefix_cache is not None and not job.params.echo_prompt:
-            def read(a: int, b: int) -> torch.Tensor:
-                return torch.stack([torch.stack([k[row, :, start + a : start + b], v[row, :, start + a : start + b]])
-                                    for k, v in zip(self._k, self._v)])
-
-            self.prefix_cache.store(job.ids, read, f.have)
+            self.prefix_cache.store(job.ids, self._kv_reader(row, start), f.have)
         if job.params.echo_prompt:
             self._score_prompt(job, torch.cat(f.hidden))
         if job.params.max_new_tokens == 0:
@@ -425,6 +420,20 @@ class Engine:
         logits = self._head(hidden_last.unsqueeze(0))
         self._logits = logits if self._logits is None or B == 0 else torch.cat([self._logits, logits])
         self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
+
+    def _write_kv(self, row: int, start: int, kv: torch.Tensor) -> None:
+        """Puts cached keys/values (n_layer, 2, groups, n, head_size) into `row`'s slots start..start+n-1."""
+        end = start + kv.shape[3]
+        for layer, (k, v) in enumerate(zip(self._k, self._v)):
+            k[row, :, start:end] = kv[layer, 0]
+            v[row, :, start:end] = kv[layer, 1]
+
+    def _kv_reader(self, row: int, start: int) -> Callable[[int, int], torch.Tensor]:
+        """For `PrefixCache.store`: the keys/values of the prompt tokens a..b-1 of the prompt at `row`, `start`."""
+        def read(a: int, b: int) -> torch.Tensor:
+            return torch.stack([torch.stack([k[row, :, start + a : start + b], v[row, :, start + a : start + b]])
+                                for k, v in zip(self._k, self._v)])
+        return read
 
     def _begin(self, job: _Job, t0: float) -> None:
         job.t_start = t0
@@ -491,10 +500,7 @@ class Engine:
         have = [0 if kv is None else kv.shape[3] for kv in cached]
         for i, (job, kv) in enumerate(zip(new, cached)):
             if kv is not None:
-                start = pos - len(job.ids)
-                for layer, (k, v) in enumerate(zip(self._k, self._v)):
-                    k[B + i, :, start : start + kv.shape[3]] = kv[layer, 0]
-                    v[B + i, :, start : start + kv.shape[3]] = kv[layer, 1]
+                self._write_kv(B + i, pos - len(job.ids), kv)
         S = max(len(j.ids) - n for j, n in zip(new, have))
         self.prefill_tokens += sum(len(j.ids) - n for j, n in zip(new, have))
         pads = torch.tensor([longest - len(j.ids) for j in new], device=self.device)
@@ -508,13 +514,7 @@ class Engine:
         logits = self._head(hidden[:, -1])
         if self.prefix_cache is not None:
             for i, job in enumerate(new):
-                start = pos - len(job.ids)
-
-                def read(a: int, b: int, row: int = B + i, start: int = start) -> torch.Tensor:
-                    return torch.stack([torch.stack([k[row, :, start + a : start + b], v[row, :, start + a : start + b]])
-                                        for k, v in zip(self._k, self._v)])
-
-                self.prefix_cache.store(job.ids, read, have[i])
+                self.prefix_cache.store(job.ids, self._kv_reader(B + i, pos - len(job.ids)), have[i])
 
         keep: list[int] = []
         for i, job in enumerate(new):
@@ -624,7 +624,7 @@ class Engine:
         input_pos = torch.tensor([pos], device=self.device)
         pads = torch.tensor(self._pads, device=self.device) - first
         mask, position_ids = left_padded_attention(pads, 1, pos + 1 - first, input_pos - first)
-        idx = torch.tensor([[self._next_tokens[self._order[i]]] for i in range(B)], device=self.device)
+        idx = torch.tensor(self._next_tokens, device=self.device).unsqueeze(1)
         return Group(idx, slice(0, B), input_pos, position_ids, mask, key_start=first)
 
     def _sample(self) -> None:
@@ -662,8 +662,7 @@ class Engine:
             elif len(out.new_ids) >= p.max_new_tokens:
                 done[i] = self._finish(job, "length")
 
-        self._compact(done)
-        self._next_tokens = token_list
+        self._next_tokens = [token_list[i] for i in self._compact(done)]  # each kept row's token, in row order
         if not self._rows:
             self._logits = None
 
@@ -672,8 +671,9 @@ class Engine:
         window = 4 * max(len(s) for s in stop_sequences) + 8
         return find_stop(self.tokenizer.decode(ids[-window:]), stop_sequences) >= 0
 
-    def _compact(self, done: list[bool]) -> None:
-        """Removes finished rows, moving rows from the end of the batch into their places."""
+    def _compact(self, done: list[bool]) -> list[int]:
+        """Removes finished rows, moving rows from the end of the batch into their places; returns, for each row
+        kept, its index before."""
         B = len(self._rows)
         keep = B - sum(done)
         holes = [i for i in range(keep) if done[i]]
@@ -686,7 +686,8 @@ class Engine:
                 t[h, :, : self._pos] = t[m, :, : self._pos]
             for hi, mi in zip(holes, movers):
                 self._rows[hi], self._pads[hi], order[hi] = self._rows[mi], self._pads[mi], mi
-        self._rows, self._pads, self._order = self._rows[:keep], self._pads[:keep], order[:keep]
+        self._rows, self._pads = self._rows[:keep], self._pads[:keep]
+        return order[:keep]
 
     def _finish(self, job: _Job, reason: str) -> bool:
         out = job.out

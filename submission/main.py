@@ -14,6 +14,8 @@ Settings come from environment variables (read when the app starts):
 - MAX_SEQ_LENGTH: cap the context below the model's block size (saves KV-cache memory).
 - PREFIX_CACHE_MB (default 1024; 0 turns it off): memory for the keys/values of recent prompts, so prompts sharing a
   prefix (HELM's few-shot examples) compute it once.
+- PREFILL_CHUNK (default 128 on CPU, 512 on a GPU; 0 turns it off): prompt tokens per pass when a prompt arrives
+  while other requests generate; each chunk shares a pass with their next tokens instead of stalling them.
 
 Requests are batched by `submission/engine.py` (continuous batching). A prompt that does not fit the context with
 `max_new_tokens` is truncated from the left (keeping BOS) and logged; bad input gets a 4xx naming the field.
