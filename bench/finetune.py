@@ -173,6 +173,8 @@ def main() -> None:
                         help="both sides recompute activations (13B/14B shapes at seq 2048 on an 80 GB GPU)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no_memory_probe", action="store_true", help="CPU: skip the peak-RSS subprocesses")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's table of one step of each contender (ops by self time)")
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -210,6 +212,14 @@ def main() -> None:
                 sync(args.device)
                 memory[name] = torch.cuda.max_memory_allocated() - resident + (resident - before)
             contenders[name] = step
+            if args.profile:
+                from torch.profiler import profile
+
+                with profile() as prof:
+                    step()
+                    sync(args.device)
+                print(f"  {mode} {name}: one step, ops by self time")
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
         times = {name: [] for name in contenders}
         for r in range(args.rounds):
             for name, step in contenders.items():
