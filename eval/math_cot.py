@@ -1,15 +1,20 @@
 """MATH as the challenge ran it: `math:subject=S,level=L,use_official_examples=False,use_chain_of_thought=True`
 (8-shot chain of thought from the train split, HELM's boxed-answer equivalence).
 
-Follows crfm-helm's helm/benchmark/scenarios/math_scenario.py (MATHScenario) and get_math_spec
-(run_specs/lite_run_specs.py). The challenge's fork (perlitz/private-helm, src/helm/benchmark/run_specs.py
-get_math_spec) has the same adapter spec, run name and metric; it only parses `use_chain_of_thought` as `== "True"`
-(upstream lower-cases it first) and adds HELM's generative-harms metrics (bias/toxicity, not ranked, left out here).
-The fork does not change math_scenario.py. Its final ranking (configs/run_specs_final_full_eval.conf) runs the 7
-subjects at levels 1 and 5 with use_chain_of_thought=True and max_eval_instances 89 or 90.
+Follows crfm-helm 0.5.16's helm/benchmark/scenarios/math_scenario.py (MATHScenario) and get_math_spec
+(run_specs/lite_run_specs.py). Where the challenge's fork (perlitz/private-helm) differs:
+- src/helm/benchmark/run_specs.py get_math_spec: the same adapter spec, run name and metric, but it parses
+  `use_chain_of_thought` as `== "True"` (upstream lower-cases it first) and adds HELM's generative-harms metrics
+  (bias/toxicity of the completion, not used by the ranking: left out here).
+- math_scenario.py (@ 6033e5b4, per the shared data's MANIFEST): loads the HF dataset `competition_math`, where
+  upstream pins `hendrycks/competition_math` at a revision; both hold MATH's 7,500 train and 5,000 test records,
+  as the local files do. The sorting and shuffling below are upstream's (the fork's file itself is not in the
+  stored snapshot the search tool reads).
+- configs/run_specs_final_full_eval.conf (the final ranking) runs the 7 subjects at levels 1 and 5 with
+  use_chain_of_thought=True and max_eval_instances 89 (90 for level 5 prealgebra, geometry,
+  counting_and_probability, precalculus).
 
-Instances: HELM loads the HF dataset `competition_math` (the same 7,500 train and 5,000 test records as the local
-files), sorts each split by problem text, shuffles it with `datasets`' `shuffle(seed=42)` (numpy's
+Instances: HELM sorts each split by problem text, shuffles it with `datasets`' `shuffle(seed=42)` (numpy's
 `default_rng(42).permutation`) and keeps one subject (`type`) and level, in that order. The reference is the whole
 solution (chain of thought). Prompt: the instructions, then blocks "Problem: <problem>\\nAnswer: <solution>\\n"
 joined by "###\\n"; generation is greedy, at most 400 tokens, stops at "###".

@@ -55,8 +55,7 @@ def test_run_names_spec_and_filtering(tiny_data):
 
 
 def test_prompt_format(tiny_data):
-    instances, spec = math_cot.scenarios(tiny_data, "counting_and_probability", "1")[
-        FINAL_RUNS[5]]
+    instances, spec = math_cot.scenarios(tiny_data, "counting_and_probability", "1")[FINAL_RUNS[5]]
     [state] = adapt(spec, with_instance_ids(instances))
     assert state.request.prompt == (
         "Given a mathematics problem, determine the answer. Simplify your answer as much as possible.\n"
@@ -67,8 +66,10 @@ def test_prompt_format(tiny_data):
 
 
 def test_helm_order_sorts_then_permutes():
+    import numpy as np
+
     records = [record(p, "") for p in ("b", "a", "d", "c", "e")]
-    perm = __import__("numpy").random.default_rng(42).permutation(5)
+    perm = np.random.default_rng(42).permutation(5)
     assert [r["problem"] for r in math_cot.helm_order(records)] == [sorted("badce")[i] for i in perm]
 
 
