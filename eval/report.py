@@ -23,6 +23,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("BBQ - EM", "bbq", "exact_match"),
     ("GSM8K - EM", "gsm8k", "final_number_exact_match"),
     ("BIG-bench - EM", "bigbench", "exact_match"),
+    ("MATH - Equivalent (CoT)", "math", "math_equiv_chain_of_thought"),
     ("MMLU - EM (Robustness)", "mmlu", "exact_match (robustness)"),
     ("TruthfulQA - EM (Robustness)", "truthfulqa", "exact_match (robustness)"),
     ("MMLU - EM (Fairness)", "mmlu", "exact_match (fairness)"),

@@ -25,7 +25,7 @@ sys.path.append(str(wd))
 
 from tqdm import tqdm  # noqa: E402
 
-from eval import bbq, bigbench, cnn_dm, gsm8k, mmlu, truthfulqa  # noqa: E402
+from eval import bbq, bigbench, cnn_dm, gsm8k, math_cot, mmlu, truthfulqa  # noqa: E402
 from eval.backends import HTTPBackend, InProcessBackend, mc_decided  # noqa: E402
 from eval.helm import (  # noqa: E402
     MULTIPLE_CHOICE_JOINT, NEURIPS_CONTEXT_WINDOW, adapt, downsample_eval_instances, with_instance_ids,
@@ -35,10 +35,12 @@ from eval.perturbations import augment, canonical  # noqa: E402
 from eval.report import write_report  # noqa: E402
 from lit_gpt.utils import UserError, atomic_path, cli  # noqa: E402
 
-FAMILIES = {"mmlu": mmlu, "truthfulqa": truthfulqa, "bbq": bbq, "cnn_dm": cnn_dm, "gsm8k": gsm8k, "bigbench": bigbench}
+FAMILIES = {"mmlu": mmlu, "truthfulqa": truthfulqa, "bbq": bbq, "cnn_dm": cnn_dm, "gsm8k": gsm8k, "bigbench": bigbench,
+            "math": math_cot}
 # The metric each family's robustness/fairness rows are computed on.
 MAIN_METRIC = {"mmlu": "exact_match", "truthfulqa": "exact_match", "bbq": "exact_match", "cnn_dm": "rouge_2",
-               "gsm8k": "final_number_exact_match", "bigbench": "exact_match"}
+               "gsm8k": "final_number_exact_match", "bigbench": "exact_match",
+               "math": "math_equiv_chain_of_thought"}
 DEFAULT_PERTURBED = "mmlu,truthfulqa"
 
 
@@ -114,7 +116,8 @@ def main(
     Args:
         checkpoint_dir: A converted (or merged) checkpoint dir to evaluate in this process.
         server_url: Instead of a checkpoint: a challenge server (e.g. http://localhost:8080) to query as HELM does.
-        tasks: Comma-separated families: mmlu, truthfulqa, bbq, cnn_dm, gsm8k, bigbench.
+        tasks: Comma-separated families: mmlu, truthfulqa, bbq, cnn_dm, gsm8k, bigbench, math (MATH, 7 subjects at
+            levels 1 and 5, chain of thought).
         limit: HELM's max_eval_instances: at most this many eval instances per run (per MMLU subject, per BIG-bench
             task), sampled with HELM's seed. Default: all.
         out: Output directory.
@@ -163,6 +166,7 @@ def main(
         "cnn_dm": lambda: cnn_dm.scenarios(data_dir, temperature=cnn_dm_temperature),
         "gsm8k": lambda: gsm8k.scenarios(data_dir),
         "bigbench": lambda: bigbench.scenarios(data_dir, bigbench_tasks),
+        "math": lambda: math_cot.scenarios(data_dir),
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
