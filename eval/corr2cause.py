@@ -37,7 +37,8 @@ from eval.mmlu import score  # noqa: F401  (letter -> option exact match)
 FILE = "corr2cause/corr2cause.csv"
 TRAIN_RATIO = 0.8
 LABELS = ("0", "1")
-INSTRUCTIONS = "\nGiven a scenario with a premise and a hypothesis, determine if the hypothesis can be inferred from the premise.\n"
+INSTRUCTIONS = ("\nGiven a scenario with a premise and a hypothesis, determine if the hypothesis can be inferred from the "
+                "premise.\n")
 
 
 def read_csv(path: Path) -> list[tuple[str, int]]:

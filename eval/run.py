@@ -275,29 +275,34 @@ def main(
             results["notes"].append(f"BBQ categories missing from {data_dir / 'bbq'}: {', '.join(missing)}")
     t0 = time.perf_counter()
     seen: dict[str, int] = {}
-    with atomic_path(out / "predictions.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as pred_file:
+
+    def work():
+        """(run name, family, instances, spec, max eval instances, perturbed) of each run to evaluate."""
         if plan:
             cache: dict = {}
-            for run in tqdm(plan, desc=f"suite {suite}", file=sys.stderr):
+            for run in plan:
                 try:
                     instances, spec = suite_run_data(run, loaders, cache)
                 except Skipped as e:
                     results["skipped"].append({"run": run.name, "family": run.family, "reason": str(e)})
                     continue
                 run_limit = min(run.max_eval_instances, limit or run.max_eval_instances)
-                metrics = evaluate_run(run.name, run.family, instances, spec, backend, run_limit,
-                                       perturbations if run.perturbed else None, context_window, seen, pred_file)
-                results["runs"][run.name] = {"family": run.family, **metrics}
-                pred_file.flush()
-        for family in [] if plan else families:
+                yield run.name, run.family, instances, spec, run_limit, run.perturbed
+            return
+        for family in families:
             try:
                 runs = loaders[family]()
             except (FileNotFoundError, ValueError) as e:
                 raise UserError(f"{family}: {e}") from e
-            for run_name, (instances, spec) in tqdm(runs.items(), desc=family, file=sys.stderr):
-                metrics = evaluate_run(run_name, family, instances, spec, backend, limit,
-                                       perturbations if family in perturbed else None, context_window, seen, pred_file)
-                results["runs"][run_name] = {"family": family, **metrics}
+            for run_name, (instances, spec) in runs.items():
+                yield run_name, family, instances, spec, limit, family in perturbed
+
+    with atomic_path(out / "predictions.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as pred_file:
+        bar = tqdm(work(), desc="runs", total=len(plan) if plan else None, file=sys.stderr)
+        for run_name, family, instances, spec, run_limit, run_perturbed in bar:
+            metrics = evaluate_run(run_name, family, instances, spec, backend, run_limit,
+                                   perturbations if run_perturbed else None, context_window, seen, pred_file)
+            results["runs"][run_name] = {"family": family, **metrics}
             pred_file.flush()
     results["families"] = family_means(results["runs"])
     results["seconds"] = time.perf_counter() - t0

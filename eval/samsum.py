@@ -58,7 +58,9 @@ def spec(temperature: float = 0.3) -> AdapterSpec:
     )
 
 
-def scenarios(data_dir: Path, files: tuple[str, ...] = FILES, temperature: float = 0.3) -> dict[str, tuple[list[Instance], AdapterSpec]]:
+def scenarios(
+    data_dir: Path, files: tuple[str, ...] = FILES, temperature: float = 0.3
+) -> dict[str, tuple[list[Instance], AdapterSpec]]:
     paths = [Path(data_dir) / f for f in files]
     for p in paths:
         if not p.is_file():

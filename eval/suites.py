@@ -83,7 +83,8 @@ def run_key(scenario: str, args: dict[str, str], entry: str) -> tuple[str, Optio
             return f"bbq:subject={args['subject']}", None
         if scenario == "big_bench":
             task, subtask = args["task"], args.get("subtask", "")
-            return f"big_bench:task={task}" + (f",subtask={subtask}" if subtask else ""), "/".join(filter(None, (task, subtask)))
+            key = f"big_bench:task={task}" + (f",subtask={subtask}" if subtask else "")
+            return key, "/".join(filter(None, (task, subtask)))
         if scenario == "math":
             return (f"math:subject={args['subject']},level={args['level']},"
                     f"use_official_examples={args.get('use_official_examples', 'False')},"

@@ -168,3 +168,15 @@ def test_suite_run_writes_results_and_lists_skipped(tmp_path, shared_data, smoll
     table = (out / "results.md").read_text()
     assert "SAMSum - ROUGE-2" in table and "ETHICS - EM (Fairness)" in table
     assert "Skipped runs (15)" in table and "- corr2cause (corr2cause): data absent" in table
+
+
+def test_suite_user_errors(tmp_path):
+    from eval.run import main as run
+    from lit_gpt.utils import UserError
+
+    with pytest.raises(UserError, match="unknown suite 'bogus'"):
+        run(server_url="http://x", suite="bogus", out=tmp_path)
+    with pytest.raises(UserError, match="--budget needs --suite"):
+        run(server_url="http://x", budget=10, out=tmp_path)
+    with pytest.raises(UserError, match="--budget must be at least 1"):
+        run(server_url="http://x", suite="open", budget=0, out=tmp_path)
