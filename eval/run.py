@@ -13,8 +13,9 @@ Writes <out>/results.json (every metric per run and per family), <out>/predictio
 
 Each family follows HELM's run specs (see the modules): the same prompts, in-context examples, eval instance
 sampling (`--limit` is HELM's max_eval_instances: a seeded sample per run, the same for every model), stop
-sequences, max tokens and metrics. MMLU and TruthfulQA also run HELM's canonical perturbations
-(data_augmentation=canonical, as in the challenge's run specs) for the Robustness / Fairness rows.
+sequences, max tokens and metrics. MMLU, TruthfulQA and ETHICS also run HELM's canonical perturbations
+(data_augmentation=canonical, as in the challenge's run specs) for the Robustness / Fairness rows, with HELM's own
+word lists when <data_dir>/helm_perturbations has them.
 """
 
 from __future__ import annotations
