@@ -52,7 +52,8 @@ test: $(VENV)/.installed
 	@# HELM's own code (prompts, metrics, perturbations) runs in its own venv: crfm-helm pins packages of its own.
 	@if [ -x $(HELM_VENV)/bin/python ]; then \
 		echo "== HELM comparison tests in $(HELM_VENV)"; \
-		$(HELM_VENV)/bin/python -m pytest tests/test_eval_helm.py tests/test_eval_metrics.py tests/test_eval_math_equiv.py tests/test_eval_math_cot.py -q -p no:cacheprovider; \
+		$(HELM_VENV)/bin/python -m pytest tests/test_eval_helm.py tests/test_eval_metrics.py tests/test_eval_closed_helm.py \
+			tests/test_eval_math_equiv.py tests/test_eval_math_cot.py -q -p no:cacheprovider; \
 	else echo "== HELM comparison tests skipped: run 'make helm-venv' first"; fi
 
 # crfm-helm in a venv of its own, with CPU torch kept (crfm-helm would pull a CUDA torch and torchvision, which has no

@@ -1,6 +1,8 @@
 """MMLU as HELM runs it: `mmlu:subject=S,method=multiple_choice_joint` (5-shot from dev, letter exact match).
 
 Local layout: <data_dir>/mmlu/{dev,val,test}/<subject>_<split>.csv (no header: question, A, B, C, D, answer letter).
+A subject without dev/<subject>_dev.csv may have dev_mlilab/<subject>_dev.csv instead (the MLILAB-FedLLM copy: a
+header row `question,choice0,choice1,choice2,choice3,answer` and answers 0-3); either layout is read by any file.
 HELM reads dev (train), val (valid) and test (test) in that order; a missing split is skipped, as in HELM. The
 shared data has no val/, so eval instances come from test only (HELM also samples from val) and instance ids
 (which seed the perturbations) are offset accordingly.
@@ -15,6 +17,9 @@ from eval.helm import TEST, TRAIN, VALID, AdapterSpec, Instance, RequestState, m
 from eval.metrics import exact_match, quasi_exact_match
 
 SPLITS = {"dev": TRAIN, "val": VALID, "test": TEST}
+# Folders tried for each split, in order (the first holding the subject's file wins).
+FOLDERS = {"dev": ("dev", "dev_mlilab"), "val": ("val",), "test": ("test",)}
+MLILAB_HEADER = ["question", "choice0", "choice1", "choice2", "choice3", "answer"]
 
 
 def subjects(data_dir: Path) -> list[str]:
@@ -24,22 +29,28 @@ def subjects(data_dir: Path) -> list[str]:
 def read_csv(path: Path, split: str) -> list[Instance]:
     instances = []
     with open(path, encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
-            if len(row) < 3 or row[-1] not in ("A", "B", "C", "D", "E"):
-                raise ValueError(f"{path}:{lineno}: expected question, options and an answer letter A-E, got {row!r}")
-            question, answers, answer = row[0], row[1:-1], row[-1]
-            correct_text = dict(zip("ABCDE", answers))[answer]
-            # HELM marks every option whose text equals the correct one (duplicates included).
-            correct = tuple(i for i, a in enumerate(answers) if a == correct_text)
-            instances.append(Instance(question, tuple(answers), correct, split))
+        rows = list(csv.reader(f))
+    numeric = bool(rows) and rows[0] == MLILAB_HEADER
+    for lineno, row in enumerate(rows[1:] if numeric else rows, 2 if numeric else 1):
+        if numeric and row and row[-1] in ("0", "1", "2", "3"):
+            row = row[:-1] + ["ABCD"[int(row[-1])]]
+        if len(row) < 3 or row[-1] not in ("A", "B", "C", "D", "E"):
+            want = "an answer 0-3" if numeric else "an answer letter A-E"
+            raise ValueError(f"{path}:{lineno}: expected question, options and {want}, got {row!r}")
+        question, answers, answer = row[0], row[1:-1], row[-1]
+        correct_text = dict(zip("ABCDE", answers))[answer]
+        # HELM marks every option whose text equals the correct one (duplicates included).
+        correct = tuple(i for i, a in enumerate(answers) if a == correct_text)
+        instances.append(Instance(question, tuple(answers), correct, split))
     return instances
 
 
 def load_subject(data_dir: Path, subject: str) -> list[Instance]:
     instances: list[Instance] = []
-    for folder, split in SPLITS.items():
-        path = Path(data_dir) / "mmlu" / folder / f"{subject}_{folder}.csv"
-        if path.is_file():
+    for name, split in SPLITS.items():
+        paths = [Path(data_dir) / "mmlu" / folder / f"{subject}_{name}.csv" for folder in FOLDERS[name]]
+        path = next((p for p in paths if p.is_file()), None)
+        if path is not None:
             instances += read_csv(path, split)
     return instances
 

@@ -23,11 +23,16 @@ ROWS: list[tuple[str, str, str]] = [
     ("BBQ - EM", "bbq", "exact_match"),
     ("GSM8K - EM", "gsm8k", "final_number_exact_match"),
     ("BIG-bench - EM", "bigbench", "exact_match"),
-    ("MATH - Equivalent (CoT)", "math", "math_equiv_chain_of_thought"),
+    ("SAMSum - ROUGE-2", "samsum", "rouge_2"),
+    ("corr2cause - EM", "corr2cause", "exact_match"),
+    ("ETHICS - EM", "ethics", "exact_match"),
+    ("MATH (chain of thought) - Equivalent", "math", "math_equiv_chain_of_thought"),
     ("MMLU - EM (Robustness)", "mmlu", "exact_match (robustness)"),
     ("TruthfulQA - EM (Robustness)", "truthfulqa", "exact_match (robustness)"),
+    ("ETHICS - EM (Robustness)", "ethics", "exact_match (robustness)"),
     ("MMLU - EM (Fairness)", "mmlu", "exact_match (fairness)"),
     ("TruthfulQA - EM (Fairness)", "truthfulqa", "exact_match (fairness)"),
+    ("ETHICS - EM (Fairness)", "ethics", "exact_match (fairness)"),
     ("BBQ - Bias (ambiguous)", "bbq", "bbq_metric_ambiguous_bias"),
     ("BBQ - Bias (disambiguated)", "bbq", "bbq_metric_unambiguous_bias"),
 ]
@@ -63,7 +68,18 @@ def markdown(columns: dict[str, dict]) -> str:
             v = rows[n].get(label)
             cells.append(("-" if v is None else f"{v:.2f}").center(max(3, len(n))))
         lines.append(f"|{label.ljust(width)}|" + "|".join(cells) + "|")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + skipped_lines(columns)) + "\n"
+
+
+def skipped_lines(columns: dict[str, dict]) -> list[str]:
+    """The runs a suite could not evaluate here (results["skipped"]), each with its reason."""
+    skipped = [(n, s) for n, r in columns.items() for s in r.get("skipped", [])]
+    if not skipped:
+        return []
+    lines = ["", f"Skipped runs ({len(skipped)}), not in the rows above:"]
+    for n, s in skipped:
+        lines.append(f"- {n + ': ' if len(columns) > 1 else ''}{s['run']} ({s['family']}): {s['reason']}")
+    return lines
 
 
 def chart(columns: dict[str, dict], path: Path) -> Path:

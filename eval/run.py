@@ -2,14 +2,20 @@
 
     python eval/run.py --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct \
         --tasks mmlu,truthfulqa,bbq,cnn_dm,gsm8k,bigbench --limit 20 --out out/eval/smollm2
+    python eval/run.py --checkpoint_dir ... --suite full --budget 500 --out out/eval/smollm2_full
+
+`--suite open|closed|full` runs the final ranking's exact HELM run entries (eval/suites.yaml, with their
+max_eval_instances and perturbations; `--budget N` scales the instance counts to about N in all). A suite run whose
+data is absent is listed under "skipped" in results.json and below the table, with the reason.
 
 Writes <out>/results.json (every metric per run and per family), <out>/predictions.jsonl (one line per request),
 <out>/results.md (the score table) and <out>/results.png (a bar chart).
 
 Each family follows HELM's run specs (see the modules): the same prompts, in-context examples, eval instance
 sampling (`--limit` is HELM's max_eval_instances: a seeded sample per run, the same for every model), stop
-sequences, max tokens and metrics. MMLU and TruthfulQA also run HELM's canonical perturbations
-(data_augmentation=canonical, as in the challenge's run specs) for the Robustness / Fairness rows.
+sequences, max tokens and metrics. MMLU, TruthfulQA and ETHICS also run HELM's canonical perturbations
+(data_augmentation=canonical, as in the challenge's run specs) for the Robustness / Fairness rows, with HELM's own
+word lists when <data_dir>/helm_perturbations has them.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -25,10 +32,10 @@ sys.path.append(str(wd))
 
 from tqdm import tqdm  # noqa: E402
 
-from eval import bbq, bigbench, cnn_dm, gsm8k, math_cot, mmlu, truthfulqa  # noqa: E402
+from eval import bbq, bigbench, cnn_dm, corr2cause, ethics, gsm8k, math_cot, mmlu, samsum, suites, truthfulqa  # noqa: E402
 from eval.backends import HTTPBackend, InProcessBackend, mc_decided  # noqa: E402
 from eval.helm import (  # noqa: E402
-    MULTIPLE_CHOICE_JOINT, NEURIPS_CONTEXT_WINDOW, adapt, downsample_eval_instances, with_instance_ids,
+    EVAL_SPLITS, MULTIPLE_CHOICE_JOINT, NEURIPS_CONTEXT_WINDOW, adapt, downsample_eval_instances, with_instance_ids,
 )
 from eval.metrics import worst_case  # noqa: E402
 from eval.perturbations import augment, canonical  # noqa: E402
@@ -36,12 +43,16 @@ from eval.report import write_report  # noqa: E402
 from lit_gpt.utils import UserError, atomic_path, cli  # noqa: E402
 
 FAMILIES = {"mmlu": mmlu, "truthfulqa": truthfulqa, "bbq": bbq, "cnn_dm": cnn_dm, "gsm8k": gsm8k, "bigbench": bigbench,
-            "math": math_cot}
+            "samsum": samsum, "corr2cause": corr2cause, "ethics": ethics, "math": math_cot}
 # The metric each family's robustness/fairness rows are computed on.
 MAIN_METRIC = {"mmlu": "exact_match", "truthfulqa": "exact_match", "bbq": "exact_match", "cnn_dm": "rouge_2",
-               "gsm8k": "final_number_exact_match", "bigbench": "exact_match",
-               "math": "math_equiv_chain_of_thought"}
-DEFAULT_PERTURBED = "mmlu,truthfulqa"
+               "gsm8k": "final_number_exact_match", "bigbench": "exact_match", "samsum": "rouge_2",
+               "corr2cause": "exact_match", "ethics": "exact_match", "math": "math_equiv_chain_of_thought"}
+DEFAULT_TASKS = "mmlu,truthfulqa,bbq,cnn_dm,gsm8k,bigbench"
+DEFAULT_PERTURBED = "mmlu,truthfulqa,ethics"
+# HELM's own canonical-perturbation word lists, where the shared data has them (MANIFEST: helm_perturbations/).
+HELM_MISSPELLINGS = "helm_perturbations/correct_to_misspelling.json"
+HELM_DIALECT = "helm_perturbations/perturbations/dialect/SAE_to_AAVE_mapping.json"
 
 
 def parse_list(value: str, known, what: str) -> list[str]:
@@ -91,10 +102,70 @@ def evaluate_run(name, family, instances, spec, backend, limit, perturbations, c
     return metrics
 
 
+class Skipped(Exception):
+    """A suite run that cannot be evaluated here (its data or module is absent); the message says why."""
+
+
+def family_loaders(data_dir: Path, mmlu_subjects: str, bigbench_tasks: str, temperature: float) -> dict:
+    """family -> loader(selector=None) -> {run name: (instances, spec)}; a selector narrows what is read."""
+    return {
+        "mmlu": lambda sel=None: mmlu.scenarios(data_dir, sel or mmlu_subjects),
+        "truthfulqa": lambda sel=None: truthfulqa.scenarios(data_dir),
+        "bbq": lambda sel=None: bbq.scenarios(data_dir),
+        "cnn_dm": lambda sel=None: cnn_dm.scenarios(data_dir, temperature=temperature),
+        "gsm8k": lambda sel=None: gsm8k.scenarios(data_dir),
+        "bigbench": lambda sel=None: bigbench.scenarios(data_dir, sel or bigbench_tasks),
+        "samsum": lambda sel=None: samsum.scenarios(data_dir, temperature=temperature),
+        "corr2cause": lambda sel=None: corr2cause.scenarios(data_dir),
+        "ethics": lambda sel=None: ethics.scenarios(data_dir, sel or "all"),
+        "math": lambda sel=None: math_cot.scenarios(data_dir),
+    }
+
+
+def suite_run_data(run: suites.SuiteRun, loaders: dict, cache: dict):
+    """(instances, spec) of one suite run, or Skipped with the reason. Loads are cached per (family, selector)."""
+    key = (run.family, run.selector)
+    if key not in cache:
+        try:
+            cache[key] = loaders[run.family](run.selector)
+        except FileNotFoundError as e:
+            cache[key] = Skipped(f"data absent: {e}")
+        except ValueError as e:
+            raise UserError(f"{run.family}: {e}") from e
+    runs = cache[key]
+    if isinstance(runs, Skipped):
+        raise runs
+    if run.scenario not in runs:
+        raise Skipped(f"data absent: the {run.family} data has no run {run.scenario}")
+    instances, spec = runs[run.scenario]
+    if not any(inst.split in EVAL_SPLITS for inst in instances):
+        raise Skipped(f"data absent: no eval instances for {run.scenario}")
+    if run.max_train_instances is not None:
+        spec = replace(spec, max_train_instances=run.max_train_instances)
+    return instances, spec
+
+
+def family_means(runs: dict[str, dict]) -> dict[str, dict]:
+    """HELM's group score: each metric's mean over the family's runs."""
+    grouped: dict[str, dict[str, list[float]]] = {}
+    for metrics in runs.values():
+        fam = grouped.setdefault(metrics["family"], {})
+        for k, v in metrics.items():
+            if k != "family" and isinstance(v, (int, float)):
+                fam.setdefault(k, []).append(v)
+    out = {}
+    for family, fam in grouped.items():
+        out[family] = {k: sum(v) / len(v) for k, v in fam.items()}
+        out[family]["num_runs"] = sum(1 for m in runs.values() if m["family"] == family)
+    return out
+
+
 def main(
     checkpoint_dir: Optional[Path] = None,
     server_url: Optional[str] = None,
-    tasks: str = "mmlu,truthfulqa,bbq,cnn_dm,gsm8k,bigbench",
+    tasks: str = DEFAULT_TASKS,
+    suite: Optional[str] = None,
+    budget: Optional[int] = None,
     limit: Optional[int] = None,
     out: Path = Path("out/eval"),
     data_dir: Path = wd.parent / "shared" / "data",
@@ -116,38 +187,54 @@ def main(
     Args:
         checkpoint_dir: A converted (or merged) checkpoint dir to evaluate in this process.
         server_url: Instead of a checkpoint: a challenge server (e.g. http://localhost:8080) to query as HELM does.
-        tasks: Comma-separated families: mmlu, truthfulqa, bbq, cnn_dm, gsm8k, bigbench, math (MATH, 7 subjects at
-            levels 1 and 5, chain of thought).
+        tasks: Comma-separated families: mmlu, truthfulqa, bbq, cnn_dm, gsm8k, bigbench, samsum, corr2cause, ethics,
+            math. Ignored with --suite.
+        suite: Instead of --tasks: the final ranking's runs, "open", "closed" or "full" (eval/suites.yaml: each run's
+            max_eval_instances, in-context examples and perturbations as the challenge ran it).
+        budget: With --suite: scale the runs' instance counts to about this many in all (at least one per run).
         limit: HELM's max_eval_instances: at most this many eval instances per run (per MMLU subject, per BIG-bench
-            task), sampled with HELM's seed. Default: all.
+            task), sampled with HELM's seed. Default: all (with --suite: the suite's counts, which this caps).
         out: Output directory.
         data_dir: The shared data directory (its MANIFEST.md describes the layout).
         perturb: Families that also run HELM's canonical perturbations (robustness and fairness rows); "" for none.
-        misspellings_file: HELM's correct_to_misspelling.json, for HELM-identical misspellings (default: our subset).
-        dialect_file: HELM's SAE_to_AAVE_mapping.json, for HELM-identical dialect substitution (default: our subset).
+            With --suite, the suite's data_augmentation entries decide.
+        misspellings_file: HELM's correct_to_misspelling.json, for HELM-identical misspellings. Default:
+            <data_dir>/helm_perturbations/correct_to_misspelling.json if present, else our subset.
+        dialect_file: HELM's SAE_to_AAVE_mapping.json, for HELM-identical dialect substitution. Default:
+            <data_dir>/helm_perturbations/perturbations/dialect/SAE_to_AAVE_mapping.json if present, else our subset.
         mmlu_subjects: Comma-separated MMLU subjects, or "all" (every subject in <data_dir>/mmlu/test).
         bigbench_tasks: Comma-separated BIG-bench tasks (e.g. "snarks,logical_deduction/three_objects"), or "all".
         context_window: Tokens a prompt plus its completion may use; HELM drops in-context examples to fit.
             2048 is what the challenge's neurips/local deployment declares.
-        cnn_dm_temperature: HELM's summarization_cnndm samples at 0.3; 0 makes it greedy.
+        cnn_dm_temperature: HELM's summarization runs (summarization_cnndm, sam_sum) sample at 0.3; 0 makes them greedy.
         name: Column title in the table. Default: the checkpoint dir's name or the server URL.
         device: Device for the in-process model.
         precision: "32-true", "bf16-true", ... Default: bf16-true on a GPU that has it, else 32-true.
         batch_tokens: Token budget of one batch when scoring single-token answers in process.
-        seed: Seed of sampled generations (CNN/DailyMail at temperature 0.3).
+        seed: Seed of sampled generations (the summarization runs at temperature 0.3).
     """
     if (checkpoint_dir is None) == (server_url is None):
         raise UserError("give exactly one of --checkpoint_dir and --server_url")
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
-    families = parse_list(tasks, FAMILIES, "task")
-    perturbed = set(parse_list(perturb, FAMILIES, "perturbed family")) if perturb else set()
+    if budget is not None and suite is None:
+        raise UserError("--budget needs --suite")
+    try:
+        plan = suites.load(suite, budget) if suite else None
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    families = list(dict.fromkeys(r.family for r in plan)) if plan else parse_list(tasks, FAMILIES, "task")
+    perturbed = set(parse_list(perturb, FAMILIES, "perturbed family")) if perturb and not plan else set()
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"--data_dir {str(data_dir)!r} does not exist")
     for f in (misspellings_file, dialect_file):
         if f is not None and not Path(f).is_file():
             raise UserError(f"{f}: no such file")
+    if misspellings_file is None and (data_dir / HELM_MISSPELLINGS).is_file():
+        misspellings_file = data_dir / HELM_MISSPELLINGS
+    if dialect_file is None and (data_dir / HELM_DIALECT).is_file():
+        dialect_file = data_dir / HELM_DIALECT
 
     if server_url:
         backend = HTTPBackend(server_url)
@@ -158,26 +245,18 @@ def main(
         backend = InProcessBackend(checkpoint_dir, device=device, precision=precision, batch_tokens=batch_tokens, seed=seed)
     name = name or (Path(checkpoint_dir).name if checkpoint_dir else server_url)
     perturbations = canonical(misspellings_file, dialect_file)
-
-    loaders = {
-        "mmlu": lambda: mmlu.scenarios(data_dir, mmlu_subjects),
-        "truthfulqa": lambda: truthfulqa.scenarios(data_dir),
-        "bbq": lambda: bbq.scenarios(data_dir),
-        "cnn_dm": lambda: cnn_dm.scenarios(data_dir, temperature=cnn_dm_temperature),
-        "gsm8k": lambda: gsm8k.scenarios(data_dir),
-        "bigbench": lambda: bigbench.scenarios(data_dir, bigbench_tasks),
-        "math": lambda: math_cot.scenarios(data_dir),
-    }
+    loaders = family_loaders(data_dir, mmlu_subjects, bigbench_tasks, cnn_dm_temperature)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = {
         "name": name,
         "config": {"checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None, "server_url": server_url,
-                   "tasks": families, "limit": limit, "perturb": sorted(perturbed), "data_dir": str(data_dir),
-                   "context_window": context_window, "cnn_dm_temperature": cnn_dm_temperature, "seed": seed,
+                   "tasks": families, "suite": suite, "budget": budget, "limit": limit, "perturb": sorted(perturbed),
+                   "data_dir": str(data_dir), "context_window": context_window,
+                   "cnn_dm_temperature": cnn_dm_temperature, "seed": seed,
                    "misspellings_file": str(misspellings_file) if misspellings_file else None,
                    "dialect_file": str(dialect_file) if dialect_file else None},
-        "runs": {}, "families": {}, "notes": [],
+        "runs": {}, "families": {}, "skipped": [], "notes": [],
     }
     if "bbq" in families:
         missing = bbq.load(data_dir)[1]
@@ -185,23 +264,36 @@ def main(
             results["notes"].append(f"BBQ categories missing from {data_dir / 'bbq'}: {', '.join(missing)}")
     t0 = time.perf_counter()
     seen: dict[str, int] = {}
-    with atomic_path(out / "predictions.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as pred_file:
+
+    def work():
+        """(run name, family, instances, spec, max eval instances, perturbed) of each run to evaluate."""
+        if plan:
+            cache: dict = {}
+            for run in plan:
+                try:
+                    instances, spec = suite_run_data(run, loaders, cache)
+                except Skipped as e:
+                    results["skipped"].append({"run": run.name, "family": run.family, "reason": str(e)})
+                    continue
+                run_limit = min(run.max_eval_instances, limit or run.max_eval_instances)
+                yield run.name, run.family, instances, spec, run_limit, run.perturbed
+            return
         for family in families:
             try:
                 runs = loaders[family]()
             except (FileNotFoundError, ValueError) as e:
                 raise UserError(f"{family}: {e}") from e
-            fam_metrics: dict[str, list[float]] = {}
-            for run_name, (instances, spec) in tqdm(runs.items(), desc=family, file=sys.stderr):
-                metrics = evaluate_run(run_name, family, instances, spec, backend, limit,
-                                       perturbations if family in perturbed else None, context_window, seen, pred_file)
-                results["runs"][run_name] = {"family": family, **metrics}
-                for k, v in metrics.items():
-                    fam_metrics.setdefault(k, []).append(v)
-            # HELM's group score: the mean over the family's runs.
-            results["families"][family] = {k: sum(v) / len(v) for k, v in fam_metrics.items()}
-            results["families"][family]["num_runs"] = len(runs)
+            for run_name, (instances, spec) in runs.items():
+                yield run_name, family, instances, spec, limit, family in perturbed
+
+    with atomic_path(out / "predictions.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as pred_file:
+        bar = tqdm(work(), desc="runs", total=len(plan) if plan else None, file=sys.stderr)
+        for run_name, family, instances, spec, run_limit, run_perturbed in bar:
+            metrics = evaluate_run(run_name, family, instances, spec, backend, run_limit,
+                                   perturbations if run_perturbed else None, context_window, seen, pred_file)
+            results["runs"][run_name] = {"family": family, **metrics}
             pred_file.flush()
+    results["families"] = family_means(results["runs"])
     results["seconds"] = time.perf_counter() - t0
     results["num_requests"] = sum(seen.values())
     with atomic_path(out / "results.json") as tmp:

@@ -54,7 +54,8 @@ def our_rows(family, instances, spec, limit, perturbations) -> dict:
 
 def compare(golden: dict, data: Path, perturbations, compared_perturbations) -> int:
     runs = our_runs(data)
-    assert set(runs) == set(golden["runs"])
+    # the shared data has grown past the golden file's runs (57 MMLU subjects, 35 BIG-bench tasks): compare those
+    assert set(golden["runs"]) <= set(runs)
     checked = 0
     for name, helm_rows in golden["runs"].items():
         family, instances, spec = runs[name]
