@@ -5,7 +5,7 @@ Run it with a Python that has crfm-helm installed (a separate venv: it pins pack
     python3 -m venv /tmp/helm-venv && /tmp/helm-venv/bin/pip install crfm-helm && /tmp/helm-venv/bin/pip uninstall -y torchvision
     /tmp/helm-venv/bin/python tests/data/eval/make_helm_golden.py --data_dir ../shared/data
 
-For every run (all 17 MMLU subjects, TruthfulQA mc_single, BBQ, CNN/DailyMail, GSM8K, the 12 BIG-bench tasks) it
+For every run (the 17 MMLU subjects and 12 BIG-bench tasks of MMLU_SUBJECTS and BIGBENCH_TASKS, TruthfulQA mc_single, BBQ, CNN/DailyMail, GSM8K) it
 loads the local files through HELM's scenario classes (placed where HELM would have downloaded them), applies HELM's
 runner steps (instance ids, seeded max_eval_instances sampling, the dialect/gender/mild_mix perturbations for MMLU
 and TruthfulQA) and HELM's adapter (in-context example sampling, prompt construction; prompt fitting is left out, as
@@ -32,6 +32,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
+# The runs the golden file covers: the first batch of shared data (17 MMLU subjects, 12 BIG-bench tasks). Fixed, so
+# the file stays reproducible as ../shared/data grows; covering more runs means regenerating it.
+MMLU_SUBJECTS = (
+    "high_school_biology", "high_school_chemistry", "high_school_computer_science", "high_school_european_history",
+    "high_school_geography", "high_school_government_and_politics", "high_school_macroeconomics",
+    "high_school_mathematics", "high_school_microeconomics", "high_school_physics", "high_school_psychology",
+    "high_school_statistics", "high_school_us_history", "high_school_world_history", "moral_disputes",
+    "moral_scenarios", "philosophy",
+)
+BIGBENCH_TASKS = (
+    "analytic_entailment", "causal_judgment", "dark_humor_detection", "emoji_movie", "empirical_judgments",
+    "known_unknowns", "logical_deduction/five_objects", "logical_deduction/seven_objects",
+    "logical_deduction/three_objects", "snarks", "strange_stories/boolean", "strange_stories/multiple_choice",
+)
 LIMITS = {"mmlu": 3, "truthfulqa": 5, "bbq": 5, "cnn_dm": 3, "gsm8k": 3, "bigbench": 3}
 
 
@@ -133,7 +147,6 @@ def main() -> None:
     from helm.benchmark.scenarios.summarization_scenario import SummarizationScenario
     from helm.benchmark.scenarios.truthful_qa_scenario import TruthfulQAScenario
 
-    from eval import bigbench, mmlu
     from eval.bbq import CATEGORIES
     from eval.perturbations import SAE_TO_AAE
 
@@ -164,7 +177,7 @@ def main() -> None:
     mmlu_dir = scratch / "mmlu"
     for split in ("dev", "test"):
         link(data / "mmlu" / split, mmlu_dir / "data" / split)
-    for subject in mmlu.subjects(data):
+    for subject in MMLU_SUBJECTS:
         golden["runs"][f"mmlu:subject={subject}"] = run_helm(
             MMLUScenario(subject), get_mmlu_spec(subject), mmlu_dir, LIMITS["mmlu"], perturbations)
 
@@ -205,7 +218,7 @@ def main() -> None:
     # BIG-bench: the run spec reads the task from ./benchmark_output/scenarios/big_bench/<task>[/<subtask>]/task.json
     os.chdir(scratch)
     bb_dir = scratch / "benchmark_output" / "scenarios" / "big_bench"
-    for name in bigbench.task_dirs(data):
+    for name in BIGBENCH_TASKS:
         link(data / "bigbench" / name / "task.json", bb_dir / name / "task.json")
         task, _, subtask = name.partition("/")
         run_name = f"big_bench:task={task}" + (f",subtask={subtask}" if subtask else "")
