@@ -175,8 +175,21 @@ def reference(track: str) -> dict[str, dict]:
     out = {}
     for name, row in rows:
         short = short_name(name, names)
-        out[short] = {"name": short, "submission": name, "published": row,
-                      "helm_metrics": {m: v for m, v in row.items() if m in helm_names}}
+        metrics = {m: v for m, v in row.items() if m in helm_names}
+        out[short] = {"name": short, "submission": name, "published": row, "helm_metrics": metrics,
+                      "families": families(metrics)}
+    return out
+
+
+def families(metrics: dict[str, Optional[float]]) -> dict[str, dict[str, float]]:
+    """HELM metrics back to results.json's families (our table rows); ETHICS as the mean of its subsets."""
+    grouped: dict[tuple[str, str], list[float]] = {}
+    for metric, (family, key) in OURS.items():
+        if metrics.get(metric) is not None:
+            grouped.setdefault((family, key), []).append(metrics[metric])
+    out: dict[str, dict[str, float]] = {}
+    for (family, key), values in grouped.items():
+        out.setdefault(family, {})[key] = statistics.mean(values)
     return out
 
 
