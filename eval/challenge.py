@@ -6,17 +6,17 @@ metrics make up each scenario), `rank_submissions.py` (mean win rates and the ge
 
 - Win rate of a run on one metric: the runs it beats, over the number of runs compared (the run itself included,
   so the best of n gets (n-1)/n). The k runs tied on a value share 1/k of a win among them (the fork's stated rule,
-  "the repeated values will get the same win-rate, which is 1/(n_repeats) + count(lower_rank)"); this, not the
-  loop below that comment, is what the published finalists' numbers follow.
+  "the repeated values will get the same win-rate, which is 1/(n_repeats) + count(lower_rank)").
 - A missing metric (scenario not run, metric not computed) counts as 0.0, or as 1000.0 where lower is better:
   the worst value, tied with every other run missing it.
 - Scenario mean win rate: the mean over its metrics' win rates. Score_open and Score_hidden: the geometric means of
   their scenarios' mean win rates, a 0 replaced by the smallest float (so one scenario at 0 sinks the score to
   ~1e-65: "fatal"). Score_full = 1/3 Score_open + 2/3 Score_hidden.
 - CNN/DailyMail is in neither part: ranking_metrics.py comments it out of the closed set and leaves it out of the
-  open one, and the published A100 scores are reproduced only without it.
+  open one, and the published A100 final scores are reproduced only without it.
 
-The published finalists (eval/reference/) are reproduced exactly by this module (tests/test_eval_challenge.py).
+The earlier rounds counted ties differently (`TIES`); tests/test_eval_challenge.py reproduces all three published
+files in eval/reference/ from their per-metric values, each under its own rule.
 """
 
 from __future__ import annotations
@@ -72,32 +72,55 @@ OURS: dict[str, tuple[str, str]] = {
 # there are not comparable with the finalists'. A run with fewer instances (--limit, --budget) is comparable nowhere.
 COMPARABLE = {**{s: True for s in OPEN}, "sam_sum": False, "corr2cause": False, "MATH": True, "ethics": False}
 
+# How each published round counted ties; only "final" is the challenge's score.
+#   final:  the A100 final round. The k runs tied on a value share 1/k of a win, over n runs.
+#   hidden: the 4090 closed round (rank_submissions.py's calc_win_rate loop): each tied run gets (k-1)/k, over n.
+#   open:   the 4090 open round (the older sorted() ranking): ties broken by submission id order, over n-1.
+TIES = ("final", "hidden", "open")
+# The earlier rounds' metric groups (eval_metrics.py): the 4090 open round ranked by metric kind, the 4090 closed
+# round by dataset with CNN/DailyMail still in it.
+OPEN_ROUND = {
+    "Accuracy": [(m, False) for m in ("MMLU - EM", "TruthfulQA - EM", "BBQ - EM", "GSM8K - EM", "BIG-bench - EM")],
+    "Robustness": [("MMLU - EM (Robustness)", False), ("TruthfulQA - EM (Robustness)", False)],
+    "Fairness": [("MMLU - EM (Fairness)", False), ("TruthfulQA - EM (Fairness)", False)],
+}
+HIDDEN_ROUND = {"CNN/DailyMail": [("CNN/DailyMail - ROUGE-2", False)] + [
+    (f"CNN/DailyMail - {kind} ({group})", True) for kind in ("Stereotypes", "Representation") for group in ("race", "gender")],
+    **CLOSED}
+
 REFERENCE_DIR = Path(__file__).parent / "reference"
-REFERENCE_FILES = {"a100": "A100_full_ranks_final_round.json"}
+# Track -> the published files its finalists' metrics come from (the 4090 track's final round is not published:
+# its finalists are the closed round's entries, with their open round metrics).
+REFERENCE_FILES = {"a100": ["A100_full_ranks_final_round.json"],
+                   "4090": ["4090_open_round_rank.json", "4090_hidden_round_rank.json"]}
 
 
-def win_rates(values: list[float], lower_is_better: bool = False) -> list[float]:
-    """Each value's win rate among `values`: the values it beats plus 1/k for a k-way tie, over len(values)."""
+def win_rates(values: list[float], lower_is_better: bool = False, ties: str = "final") -> list[float]:
+    """Each value's win rate among `values`: the values it beats, plus its share of a tie (see TIES)."""
     n = len(values)
-    ties = {v: values.count(v) for v in values}
-    rates = []
-    for v in values:
-        beaten = sum(1 for w in values if (w > v if lower_is_better else w < v))
-        rates.append((beaten + (1 / ties[v] if ties[v] > 1 else 0.0)) / n)
-    return rates
+    if ties == "open":  # rank in a sort on (value, position): the earlier of two tied values ranks lower
+        order = sorted(range(n), key=lambda j: (values[j], j), reverse=lower_is_better)
+        rates = [0.0] * n
+        for pos, j in enumerate(order):
+            rates[j] = pos / (n - 1) if n > 1 else 1.0
+        return rates
+    counts = {v: values.count(v) for v in values}
+    share = {"final": lambda k: 1 / k if k > 1 else 0.0, "hidden": lambda k: (k - 1) / k}[ties]
+    return [(sum(1 for w in values if (w > v if lower_is_better else w < v)) + share(counts[v])) / n for v in values]
 
 
-def mean_win_rates(entries: dict[str, dict[str, Optional[float]]], scenarios: dict) -> dict[str, dict[str, float]]:
+def mean_win_rates(entries: dict[str, dict[str, Optional[float]]], scenarios: dict,
+                   ties: str = "final") -> dict[str, dict[str, float]]:
     """entries: name -> {HELM metric: value or None}. Returns name -> {scenario: mean win rate among the entries}."""
-    names = list(entries)
-    out: dict[str, dict[str, float]] = {n: {} for n in names}
+    names = sorted(entries) if ties == "open" else list(entries)  # the open round read its files in name order
+    out: dict[str, dict[str, float]] = {n: {} for n in entries}
     for scenario, metrics in scenarios.items():
         per_entry: dict[str, list[float]] = {n: [] for n in names}
         for metric, lower in metrics:
             missing = MISSING_LOWER_IS_BETTER if lower else MISSING
             values = [entries[n].get(metric) for n in names]
-            rates = win_rates([missing if v is None else v for v in values], lower)
-            for n, r in zip(names, rates):
+            values = [missing if v is None or (lower and v == 0.0 and ties == "open") else v for v in values]
+            for n, r in zip(names, win_rates(values, lower, ties)):
                 per_entry[n].append(r)
         for n in names:
             out[n][scenario] = statistics.mean(per_entry[n])
@@ -164,21 +187,25 @@ def helm_metrics(results: dict) -> dict[str, Optional[float]]:
 
 
 def reference(track: str) -> dict[str, dict]:
-    """The published finalists of a track as results-like columns: short name -> {"name", "helm_metrics",
-    "published": the fork's own row (its mean win rates and scores)}."""
+    """The published finalists of a track as results-like columns: short name -> {"name", "submission",
+    "helm_metrics", "families", "published": the fork's own rows for it}."""
     if track not in REFERENCE_FILES:
         raise UserError(f"--reference {track!r}: choose from {', '.join(REFERENCE_FILES)}")
-    path = REFERENCE_DIR / REFERENCE_FILES[track]
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    names = [name for name, _ in rows]
+    rounds = [{name.removesuffix("_hidden"): row for name, row in load_reference(f)} for f in REFERENCE_FILES[track]]
+    finalists = [n for n in rounds[-1] if all(n in r for r in rounds)]  # those who reached the last round
     helm_names = {m for m, _ in SCORED}
     out = {}
-    for name, row in rows:
-        short = short_name(name, names)
-        metrics = {m: v for m, v in row.items() if m in helm_names}
-        out[short] = {"name": short, "submission": name, "published": row, "helm_metrics": metrics,
-                      "families": families(metrics)}
+    for name in finalists:
+        metrics = {m: v for r in rounds for m, v in r[name].items() if m in helm_names}
+        short = short_name(name, finalists)
+        out[short] = {"name": short, "submission": name, "published": [r[name] for r in rounds],
+                      "helm_metrics": metrics, "families": families(metrics)}
     return out
+
+
+def load_reference(filename: str) -> list:
+    """One published ranking file: [[submission id, {metric or score: value}], ...], best first."""
+    return json.loads((REFERENCE_DIR / filename).read_text(encoding="utf-8"))
 
 
 def families(metrics: dict[str, Optional[float]]) -> dict[str, dict[str, float]]:
@@ -194,13 +221,15 @@ def families(metrics: dict[str, Optional[float]]) -> dict[str, dict[str, float]]
 
 
 def short_name(name: str, others: list[str]) -> str:
-    """The shortest '_'-prefix of a submission id that no other id shares (the ids run to 80 characters)."""
+    """A column title for a submission id (they run to 80 characters): its owner, and where the owner has several
+    entries, the first word where this one's id parts from the most similar of them."""
     parts = name.split("_")
-    for i in range(1, len(parts) + 1):
-        prefix = "_".join(parts[:i])
-        if not any(o != name and o.startswith(prefix) for o in others):
-            return prefix
-    return name
+    common = 0
+    for other in others:
+        o = other.split("_")
+        if other != name and o[0] == parts[0]:
+            common = max(common, next((i for i, (a, b) in enumerate(zip(parts, o)) if a != b), min(len(parts), len(o))))
+    return parts[0] if common == 0 or common >= len(parts) else f"{parts[0]}_{parts[common]}"
 
 
 def score_columns(columns: dict[str, dict]) -> dict[str, dict]:

@@ -6,11 +6,12 @@ import math
 import pytest
 
 from eval.challenge import (
-    CLOSED, EPS, OPEN, REFERENCE_DIR, helm_metrics, main_metric_scores, rank, reference, score_columns, win_rates,
+    CLOSED, EPS, HIDDEN_ROUND, OPEN, OPEN_ROUND, geometric_mean, helm_metrics, load_reference, main_metric_scores,
+    mean_win_rates, rank, reference, score_columns, win_rates,
 )
 from lit_gpt.utils import UserError
 
-A100 = json.loads((REFERENCE_DIR / "A100_full_ranks_final_round.json").read_text(encoding="utf-8"))
+A100 = load_reference("A100_full_ranks_final_round.json")
 HELM_METRICS = [m for ms in {**OPEN, **CLOSED}.values() for m, _ in ms]
 
 
@@ -29,6 +30,23 @@ def test_reproduces_every_a100_finalist():
             assert close(ours["scenarios"][scenario], row[f"{scenario} Mean Win Rate"]), (name, scenario)
         for key in ("Score_open", "Score_hidden", "Score_full"):
             assert close(ours[key], row[key]), (name, key, ours[key], row[key])
+
+
+@pytest.mark.parametrize("filename,groups,ties", [("4090_hidden_round_rank.json", HIDDEN_ROUND, "hidden"),
+                                                  ("4090_open_round_rank.json", OPEN_ROUND, "open")])
+def test_reproduces_the_4090_rounds(filename, groups, ties):
+    """The 4090 track's closed round (31 entries, CNN/DailyMail still scored) and open round (57 entries, many with
+    every metric missing), each with its own tie rule."""
+    rows = load_reference(filename)
+    metrics = {m for ms in groups.values() for m, _ in ms}
+    mwr = mean_win_rates({name: {m: row[m] for m in metrics} for name, row in rows}, groups, ties)
+    for name, row in rows:
+        for group in groups:
+            assert close(mwr[name][group], row[f"{group} Mean Win Rate"]), (name, group)
+        assert close(geometric_mean(list(mwr[name].values())), row["Score"]), name
+    # the final round's tie rule does not reproduce them
+    other = mean_win_rates({name: {m: row[m] for m in metrics} for name, row in rows}, groups, "final")
+    assert any(not close(other[n][g], row[f"{g} Mean Win Rate"]) for n, row in rows for g in groups)
 
 
 def test_missing_values_and_fatal_scenarios_as_published():
@@ -53,6 +71,9 @@ def test_win_rates_ties_and_direction():
     # a k-way tie shares 1/k of a win: three runs at 0 beat nobody and get 1/3 each, over 4 runs
     assert win_rates([0.0, 0.0, 0.0, 0.5]) == [1 / 12, 1 / 12, 1 / 12, 3 / 4]
     assert win_rates([0.2, 0.2]) == [0.25, 0.25]
+    # the earlier rounds: a tied run gets (k-1)/k; or ties go by position, over n-1
+    assert win_rates([0.0, 0.0, 0.0, 0.5], ties="hidden") == [1 / 6, 1 / 6, 1 / 6, 3 / 4]
+    assert win_rates([0.0, 0.0, 0.5], ties="open") == [0.0, 0.5, 1.0]
 
 
 def test_our_results_map_to_helm_metrics():
@@ -101,3 +122,18 @@ def test_reference_columns_rank_one_run_among_the_finalists():
     assert [n for n in scores][0] == "percent"
     with pytest.raises(UserError, match="choose from"):
         reference("h100")
+
+
+def test_4090_reference_joins_the_two_rounds():
+    ref = reference("4090")
+    # the closed round's 31 entries less the organizers' sample submission, which had no open round entry
+    assert len(ref) == 30 and not any("sample_submissions_lit_gpt" in r["submission"] for r in ref.values())
+    facico = ref["facico_1"]
+    assert facico["helm_metrics"]["MMLU - EM"] == 0.6996969696969697  # from the open round
+    assert facico["helm_metrics"]["corr2cause - EM"] == 0.0  # from the closed round
+    assert "CNN/DailyMail - ROUGE-2" not in facico["helm_metrics"]
+    assert len(set(ref)) == 30 and max(len(n) for n in ref) < 30
+    scores = score_columns(ref)
+    assert sorted(s["rank"] for s in scores.values()) == list(range(1, 31))
+    # the three facico entries tie last on corr2cause (all 0.0): 1/3 of a win each, over 30, so not fatal
+    assert close(scores["facico_1"]["scenarios"]["corr2cause"], 1 / 90) and scores["facico_1"]["fatal"] == []
