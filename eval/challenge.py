@@ -93,6 +93,11 @@ REFERENCE_DIR = Path(__file__).parent / "reference"
 # its finalists are the closed round's entries, with their open round metrics).
 REFERENCE_FILES = {"a100": ["A100_full_ranks_final_round.json"],
                    "4090": ["4090_open_round_rank.json", "4090_hidden_round_rank.json"]}
+REFERENCE_NOTES = {
+    "a100": "The A100 finalists: their final round metrics (eval/reference/), win rates recomputed among all columns.",
+    "4090": "The 4090 finalists: no final round was published, so their open and closed round metrics "
+            "(eval/reference/), scored by the final round's rule among all columns; not their final standings.",
+}
 
 
 def win_rates(values: list[float], lower_is_better: bool = False, ties: str = "final") -> list[float]:
@@ -199,7 +204,7 @@ def reference(track: str) -> dict[str, dict]:
         metrics = {m: v for r in rounds for m, v in r[name].items() if m in helm_names}
         short = short_name(name, finalists)
         out[short] = {"name": short, "submission": name, "published": [r[name] for r in rounds],
-                      "helm_metrics": metrics, "families": families(metrics)}
+                      "helm_metrics": metrics, "families": families(metrics), "note": REFERENCE_NOTES[track]}
     return out
 
 

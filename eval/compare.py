@@ -1,7 +1,7 @@
 """Several eval runs side by side: one table column and one chart series per run, ranked by the challenge's score.
 
     python eval/compare.py --runs out/eval/base,out/eval/finetuned --out out/eval/compare
-    python eval/compare.py --runs out/eval/finetuned --reference a100   # among the 2023 A100 finalists
+    python eval/compare.py --runs out/eval/finetuned --reference a100   # among the 2023 A100 finalists (or 4090)
 
 The score rows below the metrics are the challenge's own (eval/challenge.py): each scenario's mean win rate among
 the columns, the open and closed geometric means and 1/3 open + 2/3 closed, as the organizers ranked the finalists.
@@ -30,8 +30,8 @@ def main(runs: str, out: Path = Path("out/eval/compare"), names: Optional[str] =
         runs: Comma-separated results.json files or the directories holding them (eval/run.py --out).
         out: Output directory.
         names: Comma-separated column titles, one per run. Default: each run's stored name (made unique).
-        reference: "a100": also the published finalists of that 2023 track (eval/reference/), as columns after
-            ours; the win rates and ranks are then among all of them.
+        reference: "a100" or "4090": also the published finalists of that 2023 track (eval/reference/), as columns
+            after ours; the win rates and ranks are then among all of them.
     """
     paths = [Path(p.strip()) for p in runs.split(",") if p.strip()]
     if not paths:

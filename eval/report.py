@@ -78,6 +78,7 @@ def score_rows(columns: dict[str, dict], scores: dict[str, dict]) -> tuple[list[
     else:
         notes.append("One run: each part is the geometric mean of its scenarios' main metrics (no win rates); "
                      "Challenge score = 1/3 Open + 2/3 Closed.")
+    notes += sorted({columns[n]["note"] for n in columns if "note" in columns[n]})
     for n in (n for n in columns if "published" not in columns[n]):  # notes for our runs, not the finalists
         if scores[n]["fatal"]:
             notes.append(f"! {n}: at 0, fatal (missing, or last on every metric): {', '.join(scores[n]['fatal'])}.")

@@ -45,6 +45,14 @@ def test_reference_ranks_one_run_among_the_a100_finalists(tmp_path):
     assert r["MMLU - EM"][1] == "0.68"  # the finalists' metric values fill the rows
 
 
+def test_reference_4090(tmp_path):
+    run = results(tmp_path, "mine", 0.7)
+    text = compare(runs=str(run), out=tmp_path / "cmp", reference="4090")
+    r = rows(text)
+    assert len(r["Rank"]) == 31 and r["MMLU - Win rate"][0] == "0.97"  # 0.7 beats all 30 on all three: 30/31
+    assert "not their final standings" in text
+
+
 def test_cli_errors(tmp_path):
     run = results(tmp_path, "percent", 0.7)
     with pytest.raises(UserError, match="clash"):
