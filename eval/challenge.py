@@ -124,6 +124,7 @@ def mean_win_rates(entries: dict[str, dict[str, Optional[float]]], scenarios: di
         for metric, lower in metrics:
             missing = MISSING_LOWER_IS_BETTER if lower else MISSING
             values = [entries[n].get(metric) for n in names]
+            # (the open round's script also took a 0.0 where lower is better for a value never filled in)
             values = [missing if v is None or (lower and v == 0.0 and ties == "open") else v for v in values]
             for n, r in zip(names, win_rates(values, lower, ties)):
                 per_entry[n].append(r)
