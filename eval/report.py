@@ -74,7 +74,8 @@ def score_rows(columns: dict[str, dict], scores: dict[str, dict]) -> tuple[list[
     if not single:
         rows.append(("Rank", {n: str(scores[n]["rank"]) for n in columns}))
         notes.append("Win rates among these columns as the challenge ranked its finalists (eval/challenge.py); "
-                     "Challenge score = 1/3 Open + 2/3 Closed. A missing metric counts as the worst value.")
+                     "Challenge score = 1/3 Open + 2/3 Closed. A missing metric counts as the worst value; "
+                     "CNN/DailyMail is not scored (the final round left it out).")
     else:
         notes.append("One run: each part is the geometric mean of its scenarios' main metrics (no win rates); "
                      "Challenge score = 1/3 Open + 2/3 Closed.")
