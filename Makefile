@@ -41,9 +41,12 @@ demo: $(CKPT)/lit_model.pth
 		--out_dir out/demo/merged
 	@echo "== 4. the merged model answers"
 	$(BIN)/python generate/base.py --checkpoint_dir out/demo/merged --prompt "What is the capital of France?" --max_new_tokens 40
-	@echo "== 5. a small offline HELM evaluation of the merged model"
+	@echo "== 5. a small offline HELM evaluation of the base and the merged model, side by side with the challenge score"
+	$(BIN)/python eval/run.py --checkpoint_dir $(CKPT) --tasks mmlu,truthfulqa,bbq --mmlu_subjects philosophy \
+		--limit 5 --data_dir $(EVAL_DATA) --out out/demo/eval_base --name base
 	$(BIN)/python eval/run.py --checkpoint_dir out/demo/merged --tasks mmlu,truthfulqa,bbq --mmlu_subjects philosophy \
-		--limit 5 --data_dir $(EVAL_DATA) --out out/demo/eval
+		--limit 5 --data_dir $(EVAL_DATA) --out out/demo/eval --name merged
+	$(BIN)/python eval/compare.py --runs out/demo/eval_base,out/demo/eval --names base,merged --out out/demo/compare
 	@echo "== 6. the submission server on the merged model answers one HELM-style /process request"
 	$(BIN)/python submission/demo_request.py --checkpoint_dir out/demo/merged
 

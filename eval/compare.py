@@ -1,6 +1,11 @@
-"""Several eval runs side by side: one table column and one chart series per run.
+"""Several eval runs side by side: one table column and one chart series per run, ranked by the challenge's score.
 
     python eval/compare.py --runs out/eval/base,out/eval/finetuned --out out/eval/compare
+    python eval/compare.py --runs out/eval/finetuned --reference a100   # among the 2023 A100 finalists (or 4090)
+
+The score rows below the metrics are the challenge's own (eval/challenge.py): each scenario's mean win rate among
+the columns, the open and closed geometric means and 1/3 open + 2/3 closed, as the organizers ranked the finalists.
+`--reference` adds a track's published finalists as columns, so even one run gets win rates and a rank.
 """
 
 from __future__ import annotations
@@ -12,17 +17,21 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
+from eval import challenge  # noqa: E402
 from eval.report import load_results, write_report  # noqa: E402
 from lit_gpt.utils import UserError, cli  # noqa: E402
 
 
-def main(runs: str, out: Path = Path("out/eval/compare"), names: Optional[str] = None) -> str:
+def main(runs: str, out: Path = Path("out/eval/compare"), names: Optional[str] = None,
+         reference: Optional[str] = None) -> str:
     """Writes compare.md and compare.png with one column per run.
 
     Args:
         runs: Comma-separated results.json files or the directories holding them (eval/run.py --out).
         out: Output directory.
         names: Comma-separated column titles, one per run. Default: each run's stored name (made unique).
+        reference: "a100" or "4090": also the published finalists of that 2023 track (eval/reference/), as columns
+            after ours; the win rates and ranks are then among all of them.
     """
     paths = [Path(p.strip()) for p in runs.split(",") if p.strip()]
     if not paths:
@@ -37,6 +46,12 @@ def main(runs: str, out: Path = Path("out/eval/compare"), names: Optional[str] =
         while title in columns:  # two runs of the same checkpoint
             title = f"{title} ({path.name if path.is_dir() else path.parent.name})" if title == data.get("name") else f"{title}'"
         columns[title] = data
+    if reference:
+        finalists = challenge.reference(reference.lower())
+        clash = sorted(set(finalists) & set(columns))
+        if clash:
+            raise UserError(f"--names {clash} clash with the {reference} finalists' columns: choose other titles")
+        columns.update(finalists)
     md, png = write_report(columns, Path(out), stem="compare")
     text = md.read_text(encoding="utf-8")
     print(text)

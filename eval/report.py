@@ -1,6 +1,10 @@
 """results.json -> the score table teams compare (rows are metrics, one column per run) and a bar chart.
 
 `python eval/report.py --results out/results.json` rewrites results.md and results.png beside it.
+
+Below the metrics come the challenge's own score rows (eval/challenge.py): each scenario's mean win rate among the
+columns, `Open score`, `Closed score`, `Challenge score` and the rank; for a single run, the geometric means of its
+scenarios' main metrics instead. A scenario at 0 (fatal: it sinks its part to ~0) is marked `!`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
+from eval import challenge  # noqa: E402
 from lit_gpt.utils import UserError, atomic_path, cli  # noqa: E402
 
 # Row label -> (family, metric key in results["families"][family]), in the order of the HELM score tables.
@@ -55,20 +60,57 @@ def table_rows(results: dict) -> dict[str, Optional[float]]:
     return {label: fam.get(f, {}).get(key) for label, f, key in ROWS if f in fam}
 
 
-def markdown(columns: dict[str, dict]) -> str:
-    """columns: run name -> results dict. Rows present in any run are shown; '-' where a run lacks one."""
+def score_rows(columns: dict[str, dict], scores: dict[str, dict]) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
+    """The challenge score rows (label -> cell per column) and the footnotes that explain them."""
+    single = len(columns) == 1
+    rows, notes = [], []
+    if not single:
+        for s in challenge.COMPARABLE:
+            label = f"{s} - Win rate" + ("" if challenge.COMPARABLE[s] else " *")
+            rows.append((label, {n: cell(scores[n]["scenarios"][s], s in scores[n]["fatal"]) for n in columns}))
+        notes.append("* not comparable with the 2023 entries: the organizers scored it on their private CSVs.")
+    for label, key in (("Open score", "Score_open"), ("Closed score", "Score_hidden"), ("Challenge score", "Score_full")):
+        rows.append((label, {n: cell(scores[n][key], scores[n][key] < 1e-30) for n in columns}))
+    if not single:
+        rows.append(("Rank", {n: str(scores[n]["rank"]) for n in columns}))
+        notes.append("Win rates among these columns as the challenge ranked its finalists (eval/challenge.py); "
+                     "Challenge score = 1/3 Open + 2/3 Closed. A missing metric counts as the worst value; "
+                     "CNN/DailyMail is not scored (the final round left it out).")
+    else:
+        notes.append("One run: each part is the geometric mean of its scenarios' main metrics (no win rates); "
+                     "Challenge score = 1/3 Open + 2/3 Closed.")
+    notes += sorted({columns[n]["note"] for n in columns if "note" in columns[n]})
+    for n in (n for n in columns if "published" not in columns[n]):  # notes for our runs, not the finalists
+        if scores[n]["fatal"]:
+            notes.append(f"! {n}: at 0, fatal (missing, or last on every metric): {', '.join(scores[n]['fatal'])}.")
+        cfg = columns[n].get("config", {})
+        if cfg.get("limit") is not None or cfg.get("budget") is not None:
+            notes.append(f"{n}: fewer instances than the final round (--limit/--budget): no scenario is comparable.")
+        if columns[n].get("skipped"):
+            notes.append(f"{n}: {len(columns[n]['skipped'])} runs skipped without data (listed above), counted as missing.")
+    return rows, notes
+
+
+def cell(value: Optional[float], fatal: bool = False) -> str:
+    return "-" if value is None else f"{value:.2f}" + ("!" if fatal else "")
+
+
+def markdown(columns: dict[str, dict], scores: Optional[dict[str, dict]] = None) -> str:
+    """columns: run name -> results dict. Rows present in any run are shown; '-' where a run lacks one. Then the
+    challenge score rows (scores: eval/challenge.score_columns(columns), computed if not given) and their notes."""
     rows = {name: table_rows(r) for name, r in columns.items()}
     labels = [label for label, _, _ in ROWS if any(label in r for r in rows.values())]
+    body = [(label, {n: cell(rows[n].get(label)) for n in columns}) for label in labels]
+    extra, notes = score_rows(columns, scores or challenge.score_columns(columns))
+    body += extra
     names = list(columns)
-    width = max([len(label) for label in labels] + [len("Benchmarks")])
-    lines = [f"|{'Benchmarks'.ljust(width)}|" + "|".join(names) + "|", f"|{'-' * width}|" + "|".join("-" * max(3, len(n)) for n in names) + "|"]
-    for label in labels:
-        cells = []
-        for n in names:
-            v = rows[n].get(label)
-            cells.append(("-" if v is None else f"{v:.2f}").center(max(3, len(n))))
-        lines.append(f"|{label.ljust(width)}|" + "|".join(cells) + "|")
-    return "\n".join(lines + skipped_lines(columns)) + "\n"
+    width = max([len(label) for label, _ in body] + [len("Benchmarks")])
+    col = {n: max([3, len(n)] + [len(cells[n]) for _, cells in body]) for n in names}
+    lines = [f"|{'Benchmarks'.ljust(width)}|" + "|".join(names) + "|",
+             f"|{'-' * width}|" + "|".join("-" * col[n] for n in names) + "|"]
+    for label, cells in body:
+        lines.append(f"|{label.ljust(width)}|" + "|".join(cells[n].center(col[n]) for n in names) + "|")
+    return "\n".join(lines + skipped_lines(columns)) + "\n\n" + "\n".join(notes) + "\n"
 
 
 def skipped_lines(columns: dict[str, dict]) -> list[str]:
@@ -78,28 +120,35 @@ def skipped_lines(columns: dict[str, dict]) -> list[str]:
         return []
     lines = ["", f"Skipped runs ({len(skipped)}), not in the rows above:"]
     for n, s in skipped:
-        lines.append(f"- {n + ': ' if len(columns) > 1 else ''}{s['run']} ({s['family']}): {s['reason']}")
+        lines.append(f"- {n + ': ' if len(columns) > 1 else ''}{s['run']} ({s.get('family', '?')}): {s.get('reason', '')}")
     return lines
 
 
-def chart(columns: dict[str, dict], path: Path) -> Path:
+def chart(columns: dict[str, dict], path: Path, scores: Optional[dict[str, dict]] = None) -> Path:
+    """Bars of every metric row (left) and of the challenge score's two parts and total (right), one series per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    scores = scores or challenge.score_columns(columns)
     rows = {name: table_rows(r) for name, r in columns.items()}
     labels = [label for label, _, _ in ROWS if any(rows[n].get(label) is not None for n in rows)]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) * max(1, len(rows)) ** 0.5 + 2), 4.5))
+    parts = {"Open score": "Score_open", "Closed score": "Score_hidden", "Challenge score": "Score_full"}
+    fig, (ax, ax_score) = plt.subplots(1, 2, figsize=(min(20, max(8, 0.6 * (len(labels) + 3) * len(rows) ** 0.5 + 2)), 5),
+                                       gridspec_kw={"width_ratios": [max(1, len(labels)), 3]})
     width = 0.8 / max(1, len(rows))
     for k, name in enumerate(rows):
-        xs = [i + k * width for i in range(len(labels))]
-        ax.bar(xs, [rows[name].get(label) or 0.0 for label in labels], width, label=name)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))])
-    ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=8)
-    ax.axhline(0, color="black", linewidth=0.5)
+        ax.bar([i + k * width for i in range(len(labels))], [rows[name].get(label) or 0.0 for label in labels], width,
+               label=name)
+        ax_score.bar([i + k * width for i in range(len(parts))], [scores[name][key] for key in parts.values()], width)
+    for a, names in ((ax, labels), (ax_score, list(parts))):
+        a.set_xticks([i + 0.4 - width / 2 for i in range(len(names))])
+        a.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
+        a.axhline(0, color="black", linewidth=0.5)
     ax.set_ylabel("score")
-    ax.legend(fontsize=8)
+    ax_score.set_title("challenge score" + (" (main metrics)" if len(columns) == 1 else " (win rates)"), fontsize=9)
+    ax.legend(fontsize=7, ncol=1 + len(rows) // 6)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -109,10 +158,11 @@ def chart(columns: dict[str, dict], path: Path) -> Path:
 
 def write_report(columns: dict[str, dict], out_dir: Path, stem: str = "results") -> tuple[Path, Path]:
     out_dir = Path(out_dir)
+    scores = challenge.score_columns(columns)
     md_path = out_dir / f"{stem}.md"
     with atomic_path(md_path) as tmp:
-        tmp.write_text(markdown(columns), encoding="utf-8")
-    return md_path, chart(columns, out_dir / f"{stem}.png")
+        tmp.write_text(markdown(columns, scores), encoding="utf-8")
+    return md_path, chart(columns, out_dir / f"{stem}.png", scores)
 
 
 def main(results: Path, name: Optional[str] = None) -> None:
