@@ -330,25 +330,61 @@ def _num_requests(score_dir: Path) -> int:
     return json.loads((score_dir / "results.json").read_text(encoding="utf-8")).get("num_requests", 0)
 
 
+def challenge_scores(results: dict[str, dict]) -> dict[str, dict]:
+    """label -> open, closed and challenge score: HELM's mean win rates among the sweep's columns (eval/challenge.py)."""
+    from eval.challenge import score_columns
+
+    scored = score_columns(results)
+    return {c: {"open": v["Score_open"], "closed": v["Score_hidden"], "challenge": v["Score_full"],
+                "fatal": v["fatal"]} for c, v in scored.items()}
+
+
+def write_chart(summary: dict, path: Path) -> None:
+    """Challenge, open and closed score against the training step: one line per arm, the base as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+    columns = summary["columns"]
+    for ax, (key, title) in zip(axes, (("challenge", "Challenge score"), ("open", "Open score"), ("closed", "Closed score"))):
+        for arm, info in summary["arms"].items():
+            steps = [s for s in info["score_steps"] if f"{arm}@{s}" in columns]
+            ax.plot(steps, [columns[f"{arm}@{s}"][key] for s in steps], marker="o", label=arm)
+        if "base" in columns:
+            ax.axhline(columns["base"][key], color="grey", linestyle="--", label="base")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("score (win rates among the columns)")
+    axes[-1].legend(loc="best", fontsize=8)
+    fig.suptitle(f"sweep {summary['name']}: winner {summary['winner']}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
 def report(sweep: Sweep, columns: dict[str, Path]) -> dict:
     """table.md, scores.png and sweep.json from the scored columns."""
-    from eval.report import load_results
+    from eval.report import load_results, write_report
 
     cfg = sweep.cfg
     results = {label: load_results(path) for label, path in columns.items()}
     scores = challenge_scores(results)
-    picks: dict[str, Optional[str]] = {}
-    candidates = [c for c in results if c != "base"]
-    for what, key in (("challenge score", "challenge"), ("open score alone", "open")):
-        ranked = [c for c in results if scores[c].get(key) is not None]
-        picks[what] = max(ranked, key=lambda c: scores[c][key]) if ranked else None
     losses = {}
     for arm in cfg.arms:
         vl = val_losses(sweep.run_dir(arm))
         for step in arm.score_steps(cfg):
             if step in vl:
                 losses[f"{arm.name}@{step}"] = vl[step]
-    picks["validation loss"] = min(losses, key=losses.get) if losses else None
+    checkpoints = [c for c in results if c != "base"]
+    picks = {
+        "challenge score": max(results, key=lambda c: scores[c]["challenge"]),
+        "open score alone": max(results, key=lambda c: scores[c]["open"]),
+        "validation loss": min(losses, key=losses.get) if losses else None,
+    }
     summary = {
         "name": cfg.name, "base": str(cfg.base), "eval": cfg.eval,
         "columns": {c: {"results": str(p / "results.json"), **scores[c], "val_loss": losses.get(c),
@@ -356,11 +392,22 @@ def report(sweep: Sweep, columns: dict[str, Path]) -> dict:
         "arms": {a.name: {"keys": sweep.keys[a.name], "run_dir": str(sweep.run_dir(a)),
                           "data_dir": str(sweep.data_dir(a)), "score_steps": a.score_steps(cfg)} for a in cfg.arms},
         "winner": picks["challenge score"], "picks": picks,
-        "beats_base": bool(picks["challenge score"] and picks["challenge score"] != "base"),
+        "beats_base": picks["challenge score"] != "base" and bool(checkpoints),
     }
-    md = write_sweep_report(results, scores, summary, cfg, sweep.out)
+    md, _ = write_report(results, sweep.out, stem="table")
+    lines = ["", f"**Winner (challenge score): {picks['challenge score']}**"
+             + ("" if summary["beats_base"] else " (no finetuned checkpoint beats the base)"),
+             f"- open score alone would pick: {picks['open score alone']}",
+             f"- validation loss would pick: {picks['validation loss'] or 'n/a (no validation set)'}"]
+    disagree = {v for v in picks.values() if v} - {picks["challenge score"]}
+    if disagree:
+        lines.append(f"- they disagree: {', '.join(sorted(disagree))} would not be the challenge's pick")
+    text = md.read_text(encoding="utf-8").rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+    with atomic_path(md) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    write_chart(summary, sweep.out / "scores.png")
     write_json(summary, sweep.out / "sweep.json")
-    print(md)
+    print(text)
     return summary
 
 
