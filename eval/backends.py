@@ -2,7 +2,7 @@
 
 Both answer HELM `Request`s with the completion text HELM would score, and count tokens for HELM's prompt fitting.
 
-- `InProcessBackend`: a checkpoint dir, served by the submission's own batching engine (`submission/engine.py`):
+- `InProcessBackend`: a checkpoint dir (plus, optionally, a LoRA run's weights merged in memory), served by the submission's own batching engine (`submission/engine.py`):
   requests run in continuous batches over the KV cache, prompts sharing a prefix (HELM's few-shot examples) compute
   it once, and the numbers are those the submitted server gives. Texts are cut at the first stop sequence.
 - `HTTPBackend`: POSTs to `<server_url>/process` exactly the JSON HELM's `neurips/local` client
@@ -45,11 +45,16 @@ class InProcessBackend:
         max_batch_size: Optional[int] = None,
         model=None,
         tokenizer=None,
+        lora_path: Optional[Path] = None,
     ) -> None:
         if model is None:
             from lit_gpt.generation import load_model
+            from lit_gpt.lora import apply_lora_run, read_lora_run
 
+            hparams = read_lora_run(lora_path)[0] if lora_path else None  # a bad path fails before the model loads
             model, tokenizer = load_model(checkpoint_dir, device=device, precision=precision)
+            if lora_path:  # merged in memory: the merged checkpoint's numbers, with no copy of it on disk
+                apply_lora_run(model, lora_path, hparams)
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device = model.transformer.wte.weight.device
         self.batch_tokens = batch_tokens

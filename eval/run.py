@@ -163,6 +163,7 @@ def family_means(runs: dict[str, dict]) -> dict[str, dict]:
 def main(
     checkpoint_dir: Optional[Path] = None,
     server_url: Optional[str] = None,
+    lora_path: Optional[Path] = None,
     tasks: str = DEFAULT_TASKS,
     suite: Optional[str] = None,
     budget: Optional[int] = None,
@@ -186,6 +187,8 @@ def main(
 
     Args:
         checkpoint_dir: A converted (or merged) checkpoint dir to evaluate in this process.
+        lora_path: A finetune run's LoRA weights (OUT/step-NNNNNN/lit_model.pth.lora) for --checkpoint_dir, its
+            base: merged in memory, so a checkpoint is scored without writing a merged copy.
         server_url: Instead of a checkpoint: a challenge server (e.g. http://localhost:8080) to query as HELM does.
         tasks: Comma-separated families: mmlu, truthfulqa, bbq, cnn_dm, gsm8k, bigbench, samsum, corr2cause, ethics,
             math. Ignored with --suite.
@@ -215,6 +218,8 @@ def main(
     """
     if (checkpoint_dir is None) == (server_url is None):
         raise UserError("give exactly one of --checkpoint_dir and --server_url")
+    if lora_path is not None and checkpoint_dir is None:
+        raise UserError("--lora_path needs --checkpoint_dir (the base model the run trained on)")
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
     if budget is not None and suite is None:
@@ -242,7 +247,10 @@ def main(
         import torch
 
         torch.set_float32_matmul_precision("high")
-        backend = InProcessBackend(checkpoint_dir, device=device, precision=precision, batch_tokens=batch_tokens, seed=seed)
+        backend = InProcessBackend(checkpoint_dir, device=device, precision=precision, batch_tokens=batch_tokens, seed=seed,
+                                   lora_path=lora_path)
+    if name is None and lora_path is not None:
+        name = f"{Path(lora_path).parent.parent.name}/{Path(lora_path).parent.name}"  # run/step-NNNNNN
     name = name or (Path(checkpoint_dir).name if checkpoint_dir else server_url)
     perturbations = canonical(misspellings_file, dialect_file)
     loaders = family_loaders(data_dir, mmlu_subjects, bigbench_tasks, cnn_dm_temperature)
@@ -251,6 +259,7 @@ def main(
     results = {
         "name": name,
         "config": {"checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None, "server_url": server_url,
+                   "lora_path": str(lora_path) if lora_path else None,
                    "tasks": families, "suite": suite, "budget": budget, "limit": limit, "perturb": sorted(perturbed),
                    "data_dir": str(data_dir), "context_window": context_window,
                    "cnn_dm_temperature": cnn_dm_temperature, "seed": seed,

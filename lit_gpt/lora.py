@@ -13,6 +13,7 @@ ordinary `GPT` state dict after `merge_lora`.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
@@ -249,3 +250,54 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             continue
         out[k.replace(".linear.", ".")] = v
     return out
+
+
+HPARAMS_FILENAME = "hparams.yaml"
+
+
+def find_hparams(lora_path: Path) -> Path:
+    """A finetune run's hparams.yaml: beside its LoRA file (step-NNNNNN/, final/), else in the run dir above."""
+    from lit_gpt.utils import UserError
+
+    lora_path = Path(lora_path)
+    for candidate in (lora_path.parent / HPARAMS_FILENAME, lora_path.parent.parent / HPARAMS_FILENAME):
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"{lora_path}: no {HPARAMS_FILENAME} beside it or in {lora_path.parent.parent} "
+        "(the run's LoRA settings are needed; point --lora_path into a finetune/lora.py out_dir)"
+    )
+
+
+def read_lora_run(lora_path: Path) -> tuple[dict, Path]:
+    """The hparams of the finetune run a LoRA file comes from, and their file (checked before any model loads)."""
+    import yaml
+
+    from lit_gpt.utils import UserError
+
+    lora_path = Path(lora_path)
+    if not lora_path.is_file():
+        raise UserError(f"--lora_path {str(lora_path)!r}: no such file")
+    hparams_path = find_hparams(lora_path)
+    hparams = yaml.safe_load(hparams_path.read_text())
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("lora"), dict):
+        raise UserError(f"{hparams_path}: no `lora` section (not written by finetune/lora.py?)")
+    return hparams, hparams_path
+
+
+def apply_lora_run(model: nn.Module, lora_path: Path, hparams: Optional[dict] = None) -> LoRAConfig:
+    """Injects a finetune run's LoRA layers (settings from its hparams.yaml), loads its weights and merges them,
+    in place: the model then computes what the merged checkpoint would, without a merged copy on disk."""
+    from lit_gpt.utils import UserError, lazy_load
+
+    if hparams is None:
+        hparams = read_lora_run(lora_path)[0]
+    lora = LoRAConfig.from_dict(hparams["lora"])
+    inject_lora(model, lora)
+    weights = lazy_load(lora_path)
+    try:
+        load_lora_state_dict(model, weights.get("model", weights), str(lora_path))
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    merge_lora(model)  # unties a LoRA head from tied embeddings (config.tie_embeddings becomes False)
+    return lora

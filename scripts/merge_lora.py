@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import yaml
 
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
 from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.lora import LoRAConfig, inject_lora, load_lora_state_dict, merge_lora, merged_state_dict  # noqa: E402
+from lit_gpt.lora import apply_lora_run, merged_state_dict, read_lora_run  # noqa: E402
 from lit_gpt.quantize import build_model  # noqa: E402
 from lit_gpt.utils import (  # noqa: E402
     CHECKPOINT_FILENAME,
@@ -33,20 +32,9 @@ from lit_gpt.utils import (  # noqa: E402
     lazy_load,
 )
 
-HPARAMS_FILENAME = "hparams.yaml"
 # Everything of a checkpoint dir besides the weights and the config travels along (tokenizer, generation config).
 COPY_FILES = ("tokenizer.json", "tokenizer.model", "qwen.tiktoken", "tokenizer_config.json",
               "generation_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
-
-
-def find_hparams(lora_path: Path) -> Path:
-    for candidate in (lora_path.parent / HPARAMS_FILENAME, lora_path.parent.parent / HPARAMS_FILENAME):
-        if candidate.is_file():
-            return candidate
-    raise UserError(
-        f"{lora_path}: no {HPARAMS_FILENAME} beside it or in {lora_path.parent.parent} "
-        "(merge needs the run's LoRA settings; point --lora_path into a finetune/lora.py out_dir)"
-    )
 
 
 def setup(
@@ -65,12 +53,7 @@ def setup(
     """
     check_valid_checkpoint_dir(checkpoint_dir)
     lora_path = Path(lora_path)
-    if not lora_path.is_file():
-        raise UserError(f"--lora_path {str(lora_path)!r}: no such file")
-    hparams_path = find_hparams(lora_path)
-    hparams = yaml.safe_load(hparams_path.read_text())
-    if not isinstance(hparams, dict) or not isinstance(hparams.get("lora"), dict):
-        raise UserError(f"{hparams_path}: no `lora` section (not written by finetune/lora.py?)")
+    hparams, hparams_path = read_lora_run(lora_path)
     trained_on = hparams.get("checkpoint_dir")
     if trained_on and Path(trained_on).resolve() != Path(checkpoint_dir).resolve():
         print(f"note: the run trained on {trained_on}, merging into {checkpoint_dir}", file=sys.stderr)
@@ -90,14 +73,7 @@ def setup(
         dtype = PRECISION_TO_DTYPE[precision]
 
     model = build_model(config, base_path, "cpu", dtype)
-    lora = LoRAConfig.from_dict(hparams["lora"])
-    inject_lora(model, lora)
-    lora_weights = lazy_load(lora_path)
-    try:
-        load_lora_state_dict(model, lora_weights.get("model", lora_weights), str(lora_path))
-    except ValueError as e:
-        raise UserError(str(e)) from e
-    merge_lora(model)  # unties a LoRA head from tied embeddings (config.tie_embeddings becomes False)
+    lora = apply_lora_run(model, lora_path, hparams)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

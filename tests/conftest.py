@@ -48,3 +48,26 @@ def smollm2_checkpoint(tmp_path_factory) -> Path:
 def smol_dir(smollm2_checkpoint) -> Path:
     """The SmolLM2 checkpoint dir, for tests that only need its tokenizer."""
     return smollm2_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_smol_checkpoint(tmp_path_factory, smollm2_checkpoint) -> Path:
+    """A 2-layer random model with SmolLM2's real tokenizer: the whole pipeline in seconds."""
+    import shutil
+
+    import torch
+
+    from lit_gpt.config import Config
+    from lit_gpt.model import GPT
+
+    ckpt = tmp_path_factory.mktemp("tiny_smol")
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        if (smollm2_checkpoint / name).is_file():
+            shutil.copy(smollm2_checkpoint / name, ckpt / name)
+    config = Config(name="tiny", block_size=4096, vocab_size=49152, padded_vocab_size=49152, n_layer=2, n_head=2,
+                    n_embd=16, bias=False, norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=32,
+                    tie_embeddings=True)
+    torch.manual_seed(0)
+    torch.save(GPT(config).state_dict(), ckpt / "lit_model.pth")
+    config.save(ckpt)
+    return ckpt

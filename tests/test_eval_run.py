@@ -12,21 +12,9 @@ from lit_gpt.model import GPT
 
 ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
-def tiny_checkpoint(tmp_path, smollm2_checkpoint) -> Path:
-    """A 2-layer model with SmolLM2's real tokenizer."""
-    SMOLLM2 = smollm2_checkpoint
-    ckpt = tmp_path / "tiny"
-    ckpt.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
-        if (SMOLLM2 / name).is_file():
-            shutil.copy(SMOLLM2 / name, ckpt / name)
-    config = Config(name="tiny", block_size=4096, vocab_size=49152, padded_vocab_size=49152, n_layer=2, n_head=2,
-                    n_embd=16, bias=False, norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=32,
-                    tie_embeddings=True)
-    torch.manual_seed(0)
-    torch.save(GPT(config).state_dict(), ckpt / "lit_model.pth")
-    config.save(ckpt)
-    return ckpt
+def tiny_checkpoint(tiny_smol_checkpoint) -> Path:
+    """A 2-layer model with SmolLM2's real tokenizer (tests/conftest.py)."""
+    return tiny_smol_checkpoint
 
 
 @pytest.fixture
