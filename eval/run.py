@@ -63,18 +63,25 @@ def parse_list(value: str, known, what: str) -> list[str]:
     return items
 
 
-def evaluate_run(name, family, instances, spec, backend, limit, perturbations, context_window, seen, pred_file):
-    """Adapt, complete and score one HELM run; returns its metrics."""
+def eval_instances(instances, limit, perturbations):
+    """A run's eval instances as HELM's runner picks them: seeded max_eval_instances sampling, then perturbed copies."""
     instances = downsample_eval_instances(with_instance_ids(instances), limit)
-    if perturbations:
-        instances = augment(instances, perturbations)
+    return augment(instances, perturbations) if perturbations else instances
+
+
+def adapt_run(spec, instances, backend, context_window):
+    """A run's request states, and for multiple-choice requests of several tokens the early stop that cannot change
+    their score."""
     states = adapt(spec, instances, backend.count_tokens, context_window, backend.truncate)
     deciders = [
         mc_decided(s.output_mapping) if spec.method == MULTIPLE_CHOICE_JOINT and s.request.max_tokens > 1 else None
         for s in states
     ]
-    with tqdm(total=len(states), desc=name, leave=False, file=sys.stderr) as bar:
-        completions = backend.complete([s.request for s in states], bar.update, deciders)
+    return states, deciders
+
+
+def score_run(name, family, states, completions, perturbations, pred_file):
+    """Scores one HELM run's completions; returns its metrics."""
     module = FAMILIES[family]
     rows = []
     for s, c in zip(states, completions):
@@ -98,7 +105,25 @@ def evaluate_run(name, family, instances, spec, backend, limit, perturbations, c
         metrics["num_perturbed_instances"] = sum(1 for s, _ in rows if s.instance.perturbation is not None)
     if hasattr(module, "summarize"):
         metrics.update(module.summarize([s for s, _ in rows]))
-    seen[name] = len(states)
+    return metrics
+
+
+def evaluate_runs(jobs, backend, context_window, pred_file) -> dict[str, dict]:
+    """jobs: (run name, family, eval instances, spec, perturbations). Every run's requests go to the backend in one
+    batch (a suite's many small runs keep the engine's batch full; prompts sharing few-shot examples share the
+    prefix cache), then each run is scored. Returns run name -> metrics."""
+    adapted = []
+    for name, family, instances, spec, perturbations in tqdm(jobs, desc="adapting", leave=False, file=sys.stderr):
+        adapted.append((name, family, *adapt_run(spec, instances, backend, context_window), perturbations))
+    requests = [s.request for _, _, states, _, _ in adapted for s in states]
+    deciders = [d for _, _, _, ds, _ in adapted for d in ds]
+    with tqdm(total=len(requests), desc="requests", unit="req", file=sys.stderr) as bar:
+        completions = backend.complete(requests, bar.update, deciders)
+    metrics, i = {}, 0
+    for name, family, states, _, perturbations in adapted:
+        metrics[name] = score_run(name, family, states, completions[i:i + len(states)], perturbations, pred_file)
+        metrics[name]["num_requests"] = len(states)
+        i += len(states)
     return metrics
 
 
@@ -160,6 +185,28 @@ def family_means(runs: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+def runs_to_evaluate(plan, families, perturbed, loaders, limit, skipped):
+    """(run name, family, instances, spec, max eval instances, perturbed) of each run to evaluate: a suite's runs
+    (those without data appended to `skipped`, with the reason), or every run of the --tasks families."""
+    if plan:
+        cache: dict = {}
+        for run in plan:
+            try:
+                instances, spec = suite_run_data(run, loaders, cache)
+            except Skipped as e:
+                skipped.append({"run": run.name, "family": run.family, "reason": str(e)})
+                continue
+            yield run.name, run.family, instances, spec, min(run.max_eval_instances, limit or run.max_eval_instances), run.perturbed
+        return
+    for family in families:
+        try:
+            runs = loaders[family]()
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(f"{family}: {e}") from e
+        for run_name, (instances, spec) in runs.items():
+            yield run_name, family, instances, spec, limit, family in perturbed
+
+
 def main(
     checkpoint_dir: Optional[Path] = None,
     server_url: Optional[str] = None,
@@ -182,6 +229,7 @@ def main(
     precision: Optional[str] = None,
     batch_tokens: int = 8192,
     seed: int = 1234,
+    dry_run: bool = False,
 ) -> dict:
     """Runs the challenge's HELM tasks on local data and writes results.json, predictions.jsonl, results.md and results.png.
 
@@ -215,6 +263,7 @@ def main(
         precision: "32-true", "bf16-true", ... Default: bf16-true on a GPU that has it, else 32-true.
         batch_tokens: Token budget of one batch when scoring single-token answers in process.
         seed: Seed of sampled generations (the summarization runs at temperature 0.3).
+        dry_run: Count the requests each run would make (no model is loaded) and print them, then stop.
     """
     if (checkpoint_dir is None) == (server_url is None):
         raise UserError("give exactly one of --checkpoint_dir and --server_url")
@@ -241,6 +290,22 @@ def main(
     if dialect_file is None and (data_dir / HELM_DIALECT).is_file():
         dialect_file = data_dir / HELM_DIALECT
 
+    perturbations = canonical(misspellings_file, dialect_file)
+    loaders = family_loaders(data_dir, mmlu_subjects, bigbench_tasks, cnn_dm_temperature)
+    skipped: list[dict] = []
+    # Every run's eval instances before any model loads: a data error shows at once, and --dry_run needs no model.
+    jobs = []
+    for run_name, family, instances, spec, run_limit, run_perturbed in runs_to_evaluate(
+            plan, families, perturbed, loaders, limit, skipped):
+        p = perturbations if run_perturbed else None
+        jobs.append((run_name, family, eval_instances(instances, run_limit, p), spec, p))
+    if dry_run:
+        counts = {n: sum(i.split in EVAL_SPLITS for i in inst) * spec.num_train_trials for n, _, inst, spec, _ in jobs}
+        for n, c in counts.items():
+            print(f"{c:6d}  {n}")
+        print(f"{sum(counts.values()):6d}  requests in {len(counts)} runs ({len(skipped)} skipped without data)")
+        return {"num_requests": sum(counts.values()), "runs": counts, "skipped": skipped}
+
     if server_url:
         backend = HTTPBackend(server_url)
     else:
@@ -252,8 +317,6 @@ def main(
     if name is None and lora_path is not None:
         name = f"{Path(lora_path).parent.parent.name}/{Path(lora_path).parent.name}"  # run/step-NNNNNN
     name = name or (Path(checkpoint_dir).name if checkpoint_dir else server_url)
-    perturbations = canonical(misspellings_file, dialect_file)
-    loaders = family_loaders(data_dir, mmlu_subjects, bigbench_tasks, cnn_dm_temperature)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = {
@@ -265,46 +328,20 @@ def main(
                    "cnn_dm_temperature": cnn_dm_temperature, "seed": seed,
                    "misspellings_file": str(misspellings_file) if misspellings_file else None,
                    "dialect_file": str(dialect_file) if dialect_file else None},
-        "runs": {}, "families": {}, "skipped": [], "notes": [],
+        "runs": {}, "families": {}, "skipped": skipped, "notes": [],
     }
     if "bbq" in families:
         missing = bbq.load(data_dir)[1]
         if missing:
             results["notes"].append(f"BBQ categories missing from {data_dir / 'bbq'}: {', '.join(missing)}")
     t0 = time.perf_counter()
-    seen: dict[str, int] = {}
-
-    def work():
-        """(run name, family, instances, spec, max eval instances, perturbed) of each run to evaluate."""
-        if plan:
-            cache: dict = {}
-            for run in plan:
-                try:
-                    instances, spec = suite_run_data(run, loaders, cache)
-                except Skipped as e:
-                    results["skipped"].append({"run": run.name, "family": run.family, "reason": str(e)})
-                    continue
-                run_limit = min(run.max_eval_instances, limit or run.max_eval_instances)
-                yield run.name, run.family, instances, spec, run_limit, run.perturbed
-            return
-        for family in families:
-            try:
-                runs = loaders[family]()
-            except (FileNotFoundError, ValueError) as e:
-                raise UserError(f"{family}: {e}") from e
-            for run_name, (instances, spec) in runs.items():
-                yield run_name, family, instances, spec, limit, family in perturbed
-
     with atomic_path(out / "predictions.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as pred_file:
-        bar = tqdm(work(), desc="runs", total=len(plan) if plan else None, file=sys.stderr)
-        for run_name, family, instances, spec, run_limit, run_perturbed in bar:
-            metrics = evaluate_run(run_name, family, instances, spec, backend, run_limit,
-                                   perturbations if run_perturbed else None, context_window, seen, pred_file)
-            results["runs"][run_name] = {"family": family, **metrics}
-            pred_file.flush()
+        metrics = evaluate_runs(jobs, backend, context_window, pred_file)
+    for run_name, family, _, _, _ in jobs:
+        results["runs"][run_name] = {"family": family, **metrics[run_name]}
     results["families"] = family_means(results["runs"])
     results["seconds"] = time.perf_counter() - t0
-    results["num_requests"] = sum(seen.values())
+    results["num_requests"] = sum(m["num_requests"] for m in metrics.values())
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
     md, png = write_report({name: results}, out)

@@ -131,3 +131,9 @@ def cli(fn: Callable, *args: Any, **kwargs: Any) -> Any:
             raise
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def alias_config_flag(argv: list[str], name: str) -> list[str]:
+    """jsonargparse reserves --config for its own argument files (and drops a parameter of that name): a script whose
+    YAML is its main input takes it as --NAME, with --config accepted as the alias users type."""
+    return [f"--{name}" if a == "--config" else f"--{name}=" + a[9:] if a.startswith("--config=") else a for a in argv]

@@ -57,7 +57,7 @@ sys.path.append(str(wd))
 
 from lit_gpt.data import Encoder, encode_records, write_dataset  # noqa: E402
 from lit_gpt.decontaminate import EVAL_LOADERS, Vocab, build_eval_index, default_cache_dir, minhash_signatures, near_duplicates, record_text  # noqa: E402
-from lit_gpt.utils import UserError, atomic_path, cli, write_json  # noqa: E402
+from lit_gpt.utils import UserError, alias_config_flag, atomic_path, cli, write_json  # noqa: E402
 from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, read_records, source_files, split_indices, write_records  # noqa: E402
 
 PREPARE_KINDS = ("dolly", "oasst", "lima", "flan", "gsm8k", "cnn_dailymail", "mmlu_style", "jsonl")
@@ -418,11 +418,7 @@ def manifest_markdown(m: dict) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    # jsonargparse reserves --config for its own argument files (and drops a parameter of that name), so the mix
-    # YAML travels as --mix_config; --config is accepted as its alias.
-    argv = list(sys.argv[1:] if argv is None else argv)
-    argv = ["--mix_config" if a == "--config" else "--mix_config=" + a[9:] if a.startswith("--config=") else a for a in argv]
-    cli(setup, args=argv)
+    cli(setup, args=alias_config_flag(list(sys.argv[1:] if argv is None else argv), "mix_config"))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
 from lit_gpt.sweep_config import Arm, SweepConfig, load_sweep_config  # noqa: E402
-from lit_gpt.utils import UserError, atomic_path, cli, write_json  # noqa: E402
+from lit_gpt.utils import UserError, alias_config_flag, atomic_path, cli, write_json  # noqa: E402
 
 LORA_FILENAME = "lit_model.pth.lora"
 
@@ -241,10 +241,14 @@ def _rate(data: dict, kind: str) -> Optional[float]:
 # ---------------------------------------------------------------------------------------------------- the sweep
 def plan(sweep: Sweep) -> dict:
     """What is left to do, stage by stage, with the eval requests per scored checkpoint."""
-    from eval.run import count_requests
+    import contextlib
+    import io
+
+    from eval.run import main as eval_main
 
     cfg = sweep.cfg
-    requests = count_requests(checkpoint_dir=cfg.base, **cfg.eval)
+    with contextlib.redirect_stdout(io.StringIO()):  # eval's own per-run listing
+        requests = eval_main(checkpoint_dir=cfg.base, dry_run=True, **cfg.eval)["num_requests"]
     arms = []
     for arm in cfg.arms:
         steps = arm.score_steps(cfg)
@@ -411,16 +415,17 @@ def report(sweep: Sweep, columns: dict[str, Path]) -> dict:
     return summary
 
 
-def main(config: Path, dry_run: bool = False, out_dir: Optional[Path] = None) -> dict:
+def main(sweep_config: Path, dry_run: bool = False, out_dir: Optional[Path] = None) -> dict:
     """Runs (or continues) a sweep, or with --dry_run prints its plan.
 
     Args:
-        config: The sweep YAML (see examples/sweep_demo.yaml): base, finetune, eval, score, arms.
+        sweep_config: The sweep YAML (see examples/sweep_demo.yaml): base, finetune, eval, score, arms. Also
+            accepted as --config.
         dry_run: Print the arms, training steps, eval requests and a time estimate (from the throughput this sweep
             has measured so far), then stop.
         out_dir: Overrides the config's out_dir.
     """
-    cfg = load_sweep_config(Path(config), out_dir)
+    cfg = load_sweep_config(Path(sweep_config), out_dir)
     sweep = Sweep(cfg)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     if dry_run:
@@ -435,4 +440,4 @@ def main(config: Path, dry_run: bool = False, out_dir: Optional[Path] = None) ->
 
 
 if __name__ == "__main__":
-    cli(main, as_positional=False)
+    cli(main, as_positional=False, args=alias_config_flag(sys.argv[1:], "sweep_config"))

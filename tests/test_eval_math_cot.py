@@ -114,7 +114,11 @@ class FakeBackend:
 
 
 def test_end_to_end_with_fake_completions(tiny_data):
-    from eval.run import FAMILIES, MAIN_METRIC, evaluate_run
+    from eval.run import FAMILIES, MAIN_METRIC, eval_instances, evaluate_runs
+
+    def evaluate_run(name, family, instances, spec, backend, limit, perturbations, context_window, seen, preds):
+        jobs = [(name, family, eval_instances(instances, limit, perturbations), spec, perturbations)]
+        return evaluate_runs(jobs, backend, context_window, preds)[name]
 
     assert FAMILIES["math"] is math_cot and MAIN_METRIC["math"] == "math_equiv_chain_of_thought"
     instances, spec = math_cot.scenarios(tiny_data, "algebra", "1")[FINAL_RUNS[2]]
