@@ -92,26 +92,28 @@ def text_of(record: dict) -> str:
     return "\n".join(m["content"] for m in record["messages"])
 
 
-def rule_of(record_words: list[str], item_texts: list[str], n: int, min_words: int) -> str:
-    """Which rule matched a record against an item: an n-gram, a whole text of min_words or more, or a shorter
-    whole first text (the short-item rule), by plain-Python search."""
+def rule_of(record_words: list[str], item_texts: list[str], n: int, min_words: int) -> tuple[str, str]:
+    """Which rule matched a record against an item, by plain-Python search: an n-gram ("ngram"), a whole text of
+    min_words or more ("whole"), or a shorter whole first text (the short-item rule: "short"); and the words matched."""
     joined = " " + " ".join(record_words) + " "
     grams = {tuple(record_words[i : i + n]) for i in range(len(record_words) - n + 1)}
     for k, t in enumerate(item_texts):
         w = normalize(t)
-        if len(w) >= n and any(tuple(w[i : i + n]) in grams for i in range(len(w) - n + 1)):
-            return "ngram"
-        if 0 < len(w) < n and f" {' '.join(w)} " in joined:
-            return "whole" if len(w) >= min_words else "short" if k == 0 else "?"
-    return "?"
+        for i in range(len(w) - n + 1):
+            if tuple(w[i : i + n]) in grams:
+                return "ngram", " ".join(w[i : i + n])
+        if 0 < len(w) < n and f" {' '.join(w)} " in joined and (k == 0 or len(w) >= min_words):
+            return "whole" if len(w) >= min_words else "short", " ".join(w)
+    return "?", ""
 
 
-def main(shared_data: Path = wd.parent / "shared" / "data", show: int = 60, seed: int = 0) -> None:
+def main(shared_data: Path = wd.parent / "shared" / "data", show: int = 60, show_other: int = 3, seed: int = 0) -> None:
     """Count the short-item rule's drops on a clean real mix, and plant every evaluation item into it.
 
     Args:
         shared_data: The ../shared/data dir with the real datasets.
         show: How many of the short-item rule's drops to print, with the item and the record's words around it.
+        show_other: How many of the other rules' drops to print, per rule and evaluation set.
         seed: Seed of the mix's sampling and of the planting.
     """
     sets, missing = default_eval_sets(shared_data)
@@ -128,19 +130,20 @@ def main(shared_data: Path = wd.parent / "shared" / "data", show: int = 60, seed
     found = index.match(*vocab.encode_many(text_of(r) for r in mix))
     print(f"\nclean mix: {len(mix)} records, {sum(f is not None for f in found)} flagged "
           f"({time.perf_counter() - t:.2f} s to match)")
-    rules, shown = Counter(), 0
+    rules, shown = Counter(), Counter()
     for r, f in zip(mix, found):
         if f is None:
             continue
         key = index.describe(f)
-        rule = rule_of(normalize(text_of(r)), texts_of[key], index.n, index.min_words)
+        rule, matched = rule_of(normalize(text_of(r)), texts_of[key], index.n, index.min_words)
         rules[rule, key[0]] += 1
-        if rule == "short" and shown < show:
-            shown += 1
-            item = " ".join(normalize(texts_of[key][0]))
+        # every drop of the short-item rule, and a few of each other kind, for inspection by hand
+        if shown[rule, key[0]] < (show if rule == "short" else show_other):
+            shown[rule, key[0]] += 1
             words = " ".join(normalize(text_of(r)))
-            at = words.find(item)
-            print(f"  [{key[0]} {key[1]}] item: {item!r}\n      record: ...{words[max(0, at - 80) : at + len(item) + 80]}...")
+            at = words.find(matched)
+            print(f"  {rule} [{key[0]} {key[1]}] matched: {matched!r}\n"
+                  f"      record: ...{words[max(0, at - 100) : at + len(matched) + 100]}...")
     print("flagged, by rule and set:", dict(rules))
 
     # every item of every set, planted (first text, lightly edited) into the mix's records that are clean

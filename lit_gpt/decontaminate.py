@@ -182,17 +182,17 @@ class EvalIndex:
             for k in range(int(lengths[short].max()) if len(short) else 0):
                 more = lengths[short] > k
                 sh[more] = sh[more] * _P + ids[starts[more] + k]
-        # the length is part of the key (in its low bits, after a multiply that keeps the hash's spread)
-        keys = sh * _P + lengths[short].astype(np.uint64) if len(short) else sh
-        self.short_hashes, self.short_item, self.short_boilerplate = _first_of_runs(keys, text_item[short], self.max_items)
-        self.short_lengths = np.unique(lengths[short]).astype(np.int64)
+        self.short_hashes, self.short_item, self.short_boilerplate = _first_of_runs(sh, text_item[short], self.max_items)
+        # each key's length, checked on a hit (word ids are never 0, so texts of different lengths hash apart anyway)
+        length_of = dict(zip(sh.tolist(), lengths[short].tolist()))
+        self.short_len = np.array([length_of[k] for k in self.short_hashes.tolist()], dtype=np.int64)
         del self._texts, self._text_item, self._text_first
         return self
 
     def __len__(self) -> int:
         return len(self.items)
 
-    _ARRAYS = ("hashes", "hash_item", "short_hashes", "short_item", "short_lengths")
+    _ARRAYS = ("hashes", "hash_item", "short_hashes", "short_item", "short_len")
 
     def save(self, path: Path) -> None:
         """The built index as one .npz (atomically): arrays, and the item list and counts as JSON."""
@@ -225,12 +225,14 @@ class EvalIndex:
         owner = np.repeat(np.arange(len(lengths)), lengths)
         left = np.repeat(np.cumsum(lengths), lengths) - np.arange(len(ids))  # words from each position to its text's end
         # One rolling pass: after step L, h[p] is the hash of the L words from p, so the windows of every short
-        # length come on the way to the n-grams. A byte table on the hash's top bits skips most windows before the
-        # exact search (short texts are few; windows are as many as the words, per length).
-        bits = max(16, min(26, int(np.ceil(np.log2(8 * len(self.short_hashes) + 1)))))
+        # length come on the way to the n-grams. A byte table on the hashes' top bits, ~256 slots per short text
+        # (16 MiB at most), lets through ~0.4% of the windows to the exact search: a sparser table costs more in
+        # searches than it saves (7% let through: 2x slower).
+        bits = max(16, min(24, int(np.ceil(np.log2(256 * len(self.short_hashes) + 1)))))
+        shift = np.uint64(64 - bits)
         table = np.zeros(1 << bits, dtype=bool)
-        table[self.short_hashes >> np.uint64(64 - bits)] = True  # the keys' top bits: the length only moves the low
-        shift, lens = np.uint64(64 - bits), set(self.short_lengths.tolist())
+        table[self.short_hashes >> shift] = True
+        lens = set(self.short_len.tolist())
         h = np.zeros(len(ids), dtype=np.uint64)
         short_hits = []  # (text, position, -length, item)
         with np.errstate(over="ignore"):
@@ -242,13 +244,12 @@ class EvalIndex:
                 h[:m] += ids[L - 1 :]
                 if L not in lens:
                     continue
-                key = h[:m] * _P + np.uint64(L)
-                cand = np.nonzero(table[key >> shift] & (left[:m] >= L))[0]
-                if not len(cand):
-                    continue
-                pos = np.minimum(np.searchsorted(self.short_hashes, key[cand]), len(self.short_hashes) - 1)
-                ok = self.short_hashes[pos] == key[cand]
-                short_hits.append((owner[cand[ok]], cand[ok], np.full(ok.sum(), -L), self.short_item[pos[ok]]))
+                cand = np.nonzero(table[h[:m] >> shift])[0]
+                cand = cand[left[cand] >= L]  # the window stays inside its text
+                pos = np.minimum(np.searchsorted(self.short_hashes, h[cand]), len(self.short_hashes) - 1)
+                ok = (self.short_hashes[pos] == h[cand]) & (self.short_len[pos] == L)
+                if ok.any():
+                    short_hits.append((owner[cand[ok]], cand[ok], np.full(ok.sum(), -L), self.short_item[pos[ok]]))
         if len(ids) >= self.n and len(self.hashes):
             inside = np.nonzero(left[: len(ids) - self.n + 1] >= self.n)[0]
             g, gowner = h[inside], owner[inside]
