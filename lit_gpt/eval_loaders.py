@@ -191,18 +191,26 @@ def _ethics_texts(layout: str, row: list[str]) -> list[str]:
     return [row[1]] + ([row[1].split("[SEP]")[0]] if "[SEP]" in row[1] else [])
 
 
+# The challenge's MATH runs: math:subject=<each of the 7>,level=1|5 (the HELM fork's run_specs_*_budget.conf).
+MATH_LEVELS = ("Level 1", "Level 5")
+
+
 def load_math(path: Path) -> Items:
-    """MATH: test.jsonl (problem, solution, level, type), or a folder of the original one-problem JSON files."""
+    """MATH: test.jsonl (problem, solution, level, type), or a folder of the original one-problem JSON files. The
+    problems of the levels the challenge evaluates (MATH_LEVELS; a record without a level is kept), the problem only:
+    on a real mix of MATH train, half of what solutions matched was shared solution phrasing and [asy] drawings of
+    other problems (bench/RESULTS.md)."""
     for f in _files(path, ("*.jsonl", "*.json")):
         if f.suffix == ".jsonl":
-            for n, r in _jsonl(f):
-                yield f"{f.name}:{n}", [r.get("problem", ""), r.get("solution", "")]
+            records = [(f"{f.name}:{n}", r) for n, r in _jsonl(f)]
         else:
             try:
-                r = json.loads(f.read_text(encoding="utf-8"))
+                records = [(f"{f.parent.name}/{f.name}", json.loads(f.read_text(encoding="utf-8")))]
             except json.JSONDecodeError as e:
                 raise UserError(f"{f}: not valid JSON ({e.msg})") from e
-            yield f"{f.parent.name}/{f.name}", [r.get("problem", ""), r.get("solution", "")]
+        for item_id, r in records:
+            if r.get("level", MATH_LEVELS[0]) in MATH_LEVELS:
+                yield item_id, [r.get("problem", "")]
 
 
 def load_corr2cause(path: Path) -> Items:

@@ -72,12 +72,15 @@ def test_ethics_reads_each_subset_layout(tmp_path):
 
 def test_math_reads_jsonl_and_problem_files(tmp_path):
     rows = [{"problem": "Compute $\\dbinom{8}{4}$.", "level": "Level 1", "type": "Counting & Probability",
-             "solution": "$\\boxed{70}$"}]
-    (tmp_path / "test.jsonl").write_text(json.dumps(rows[0]) + "\n")
+             "solution": "$\\boxed{70}$"},
+            {"problem": "Solve $x+1=2$.", "level": "Level 3", "type": "Algebra", "solution": "$\\boxed{1}$"},
+            {"problem": "Find $y$.", "level": "Level 5", "type": "Algebra", "solution": "$\\boxed{2}$"}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "train/algebra").mkdir(parents=True)
     (tmp_path / "train/algebra/7.json").write_text(json.dumps(rows[0], indent=4))
-    assert load("math", tmp_path / "test.jsonl") == [("test.jsonl:1", ["Compute $\\dbinom{8}{4}$.", "$\\boxed{70}$"])]
-    assert load("math", tmp_path / "train") == [("algebra/7.json", ["Compute $\\dbinom{8}{4}$.", "$\\boxed{70}$"])]
+    # the levels the challenge's MATH runs evaluate (1 and 5), the problem only
+    assert load("math", tmp_path / "test.jsonl") == [("test.jsonl:1", ["Compute $\\dbinom{8}{4}$."]), ("test.jsonl:3", ["Find $y$."])]
+    assert load("math", tmp_path / "train") == [("algebra/7.json", ["Compute $\\dbinom{8}{4}$."])]
 
 
 def test_corr2cause_reads_its_published_schema(tmp_path):

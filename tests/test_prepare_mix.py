@@ -109,7 +109,7 @@ def test_planted_items_of_each_family_on_tiny_data(tmp_path, smol_dir):
     (data / "samsum/test.csv").write_bytes(b'id,summary,dialogue\r\n1,Sean overslept.,"Sean: I overslept :/\r\nSam: Again??"\r\n')
     (data / "ethics/justice/justice_test.csv").write_text("label,scenario\n1,I deserve a raise because I worked hard.\n")
     (data / "ethics/virtue/virtue_test_hard.csv").write_text("label,scenario\n1,Martha was totally at ease with her. [SEP] trustful\n")
-    (data / "math/test.jsonl").write_text(json.dumps({"problem": "Compute $\\dbinom{8}{4}$.", "solution": "$\\boxed{70}$"}) + "\n")
+    (data / "math/test.jsonl").write_text(json.dumps({"problem": "Compute $\\dbinom{8}{4}$.", "solution": "$\\boxed{70}$", "level": "Level 1"}) + "\n")
     (data / "corr2cause/test.jsonl").write_text(json.dumps({"input": "Premise: A correlates with B.\nHypothesis: A causes B.", "label": 0}) + "\n")
     (data / "truthfulqa/TruthfulQA.csv").write_text("Type,Category,Question,Best Answer\nA,Misc,Can pigs fly?,No\nA,Misc,Who are you?,An AI\n")
     (data / "mmlu/test/econ_test.csv").write_text("Inflation,up,down,flat,none,A\n")
