@@ -13,11 +13,12 @@ in each record of the mix, 5,000 at a time, until every item of every set has be
 
 import json
 import random
-import re
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+import regex
 
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
@@ -75,7 +76,7 @@ def light_edit(text: str, how: int) -> str:
     if how == 0:
         return text.upper()
     if how == 1:
-        return re.sub(r"[^\w\s]", "", text)  # punctuation removed
+        return regex.sub(r"\p{P}+", "", text)  # punctuation removed (symbols such as emoji and ° are content)
     if how == 2:
         return text.replace(" ", "   ").replace("\n", " \n\n ")  # whitespace
     return text.lower().replace(".", "!").replace(",", ";")  # punctuation changed

@@ -23,19 +23,21 @@ from lit_gpt import eval_loaders
 from lit_gpt.eval_loaders import EVAL_LOADERS
 from lit_gpt.utils import UserError
 
-# Punctuation is deleted; "other symbols" (emoji, shapes: Unicode So) are words of their own, since some evaluation
-# items are mostly emoji (BIG-bench emoji_movie, symbol_interpretation). Python's \w is letters, numbers and "_"; its
-# \s (what str.split cuts at) also takes \v, \x1c-\x1f, \x85 and the Unicode spaces (Z). The same classes serve the
-# `regex` module and RE2 (Arrow's regex engine, whose own \w and \s are ASCII-only).
+# Words are letters and numbers; everything else but whitespace is deleted (punctuation, "_" included), except the
+# "other symbols" (emoji, shapes, °: Unicode So), which are words of their own, since some evaluation items are
+# mostly emoji (BIG-bench emoji_movie, symbol_interpretation). The whitespace is what str.split cuts at: \t-\r,
+# \x1c-\x1f, \x85 and the Unicode spaces (Z). The same classes serve the `regex` module and RE2 (Arrow's regex
+# engine, whose own \w and \s are ASCII-only).
 _SYMBOL = r"\p{So}"
-_PUNCT_RE2 = r"[^\p{L}\p{N}\p{So}_\t\n\v\f\r\x1c-\x1f\x85\p{Z}]+"
+_PUNCT_RE2 = r"[^\p{L}\p{N}\p{So}\t\n\v\f\r\x1c-\x1f\x85\p{Z}]+"
 _SYMBOL_RX, _PUNCT_RX = regex.compile(_SYMBOL), regex.compile(_PUNCT_RE2)
 _P = np.uint64(0x100000001B3)  # FNV prime: the base of the polynomial rolling hash
 
 
 def normalize(text: str) -> list[str]:
-    """Lowercased words with punctuation deleted, symbols apart: "Tom's  CAR, red🚗." -> ["toms", "car", "red", "🚗"]."""
-    return _PUNCT_RX.sub("", _SYMBOL_RX.sub(r" \g<0> ", text.lower())).split()
+    """Lowercased words, punctuation deleted, symbols apart: "Tom's  CAR, red🚗." -> ["toms", "car", "red", "🚗"]."""
+    lowered = text.lower().replace("ß", "ss").replace("ς", "σ")  # what upper-casing and back gives
+    return _PUNCT_RX.sub("", _SYMBOL_RX.sub(r" \g<0> ", lowered)).split()
 
 
 def record_text(record: dict) -> str:
@@ -69,7 +71,8 @@ class Vocab:
         texts = pa.array(list(texts), type=pa.large_string())
         if not len(texts):
             return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        spaced = pc.replace_substring_regex(pc.utf8_lower(texts), pattern=_SYMBOL, replacement=r" \0 ")
+        lowered = pc.replace_substring(pc.replace_substring(pc.utf8_lower(texts), "ß", "ss"), "ς", "σ")
+        spaced = pc.replace_substring_regex(lowered, pattern=_SYMBOL, replacement=r" \0 ")
         cleaned = pc.replace_substring_regex(spaced, pattern=_PUNCT_RE2, replacement="")
         words = pc.utf8_split_whitespace(cleaned)
         flat = pc.list_flatten(words)

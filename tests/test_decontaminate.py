@@ -15,14 +15,18 @@ def test_normalize():
     assert normalize("Tom's  CAR,\n red.") == ["toms", "car", "red"]
     assert normalize("  ") == []
     # emoji and shapes are words (some BIG-bench items are little else); joiners and modifiers are not
-    assert normalize("Movie? 🐜🐜 🟨_🔺!") == ["movie", "🐜", "🐜", "🟨", "_", "🔺"]
+    assert normalize("Movie? 🐜🐜 🟨_🔺! a_n 20°C") == ["movie", "🐜", "🐜", "🟨", "🔺", "an", "20", "°", "c"]
     assert normalize("👨\u200d🦲👍🏻") == ["👨", "🦲", "👍"]
+    # light edits of case change nothing, even where lower(upper(x)) != lower(x)
+    for text in ("Fußball-Bundesliga", "ΟΔΥΣΣΕΥΣ Ὀδυσσεύς", "İstanbul ǅ"):
+        assert normalize(text.upper()) == normalize(text) == normalize(text.lower())
 
 
 def test_encode_many_gives_the_words_of_normalize():
     # Arrow's kernels (RE2, its whitespace split) must cut exactly the words Python's `normalize` does
     texts = ["Tom's  CAR,\n red.", "", "   ", "###\nArticle: (CNN)Share, and-your gift", "naïve café ÉTÉ", "e\u0301te\u0301",
-             "a\u00a0b\u2003c\u3000d", "x\x1cy\x85z\u200bq", "tab\there\vv\fw\rx", "ß ǅ İstanbul", "١٢٣ ½ ² ⅷ", "snake_case",
+             "a\u00a0b\u2003c\u3000d", "x\x1cy\x85z\u200bq",
+             "Fußball ΟΔΥΣΣΕΥΣ σας", "tab\there\vv\fw\rx", "ß ǅ İstanbul", "١٢٣ ½ ² ⅷ", "snake_case",
              "emoji 🙂 ok", "“curly” ‘quotes’ — dash…", "中文，标点。", "trailing   ", "🐜🐜🐜", "a©b°c", "👨\u200d🦲👍🏻",
              "🟨 _ 🔺: 🔵🔻"]
     rng = random.Random(0)
