@@ -37,7 +37,7 @@ def decontaminate_module(root: Path):
     return module
 
 
-def main(old_root: Path, shared_data: Path = wd.parent / "shared" / "data", rounds: int = 7) -> None:
+def main(old_root: Path = Path("/tmp/old"), shared_data: Path = wd.parent / "shared" / "data", rounds: int = 7) -> None:
     """Time normalization and matching, old code against new, in alternating rounds (medians of CPU seconds).
 
     Args:
