@@ -104,25 +104,30 @@ def test_planted_items_of_each_family_on_tiny_data(tmp_path, smol_dir):
     """The same on a few hand-written items of each new family (and short TruthfulQA questions), in an eval data dir
     laid out like ../shared/data, with the defaults: no shared data needed."""
     data = tmp_path / "data"
-    for d in ("samsum", "ethics/justice", "ethics/virtue", "math", "corr2cause", "truthfulqa", "mmlu/test"):
-        (data / d).mkdir(parents=True)
-    (data / "samsum/test.csv").write_bytes(b'id,summary,dialogue\r\n1,Sean overslept.,"Sean: I overslept :/\r\nSam: Again??"\r\n')
-    (data / "ethics/justice/justice_test.csv").write_text("label,scenario\n1,I deserve a raise because I worked hard.\n")
-    (data / "ethics/virtue/virtue_test_hard.csv").write_text("label,scenario\n1,Martha was totally at ease with her. [SEP] trustful\n")
-    (data / "math/test.jsonl").write_text(json.dumps({"problem": "Compute $\\dbinom{8}{4}$.", "solution": "$\\boxed{70}$", "level": "Level 1"}) + "\n")
-    (data / "corr2cause/test.jsonl").write_text(json.dumps({"input": "Premise: A correlates with B.\nHypothesis: A causes B.", "label": 0}) + "\n")
-    (data / "truthfulqa/TruthfulQA.csv").write_text("Type,Category,Question,Best Answer\nA,Misc,Can pigs fly?,No\nA,Misc,Who are you?,An AI\n")
-    (data / "mmlu/test/econ_test.csv").write_text("Inflation,up,down,flat,none,A\n")
+    files = {
+        "samsum/test.csv": 'id,summary,dialogue\r\n1,Sean overslept.,"Sean: I overslept :/\r\nSam: Again??"\r\n',
+        "ethics/justice/justice_test.csv": "label,scenario\n1,I deserve a raise because I worked hard.\n",
+        "ethics/virtue/virtue_test_hard.csv": "label,scenario\n1,Martha was totally at ease with her. [SEP] trustful\n",
+        "math/test.jsonl": json.dumps({"problem": "Compute $\\dbinom{8}{4}$.", "solution": "70", "level": "Level 1"}) + "\n",
+        "corr2cause/test.jsonl": json.dumps({"input": "Premise: A correlates with B.\nHypothesis: A causes B.", "label": 0}) + "\n",
+        "truthfulqa/TruthfulQA.csv": "Type,Category,Question,Best Answer\nA,Misc,Can pigs fly?,No\nA,Misc,Who are you?,An AI\n",
+        "mmlu/test/econ_test.csv": "Inflation,up,down,flat,none,A\n",
+    }
+    for name, text in files.items():
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(text.encode())
     carriers = [chat(f"Tell me about the ocean's creature number {i}, please.", f"It is creature {i}.") for i in range(20)]
-    cfg_path, chosen = planted_mix(tmp_path, carriers[:12], carriers[12:], default_eval_sets(data)[0], 5, 5, random.Random(0))
+    sets = default_eval_sets(data)[0]
+    cfg_path, chosen = planted_mix(tmp_path, carriers[:12], carriers[12:], sets, 5, 5, random.Random(0))
     assert len(chosen) == 8
-    cfg = {"val_fraction": 0, "sources": [jsonl_source("clean", cfg_path), jsonl_source("planted", tmp_path / "planted.jsonl")],
+    cfg = {"val_fraction": 0,
+           "sources": [jsonl_source("clean", cfg_path), jsonl_source("planted", tmp_path / "planted.jsonl")],
            "dedup": {"exact": True, "near": False}, "decontaminate": {"eval_data_dir": str(data), "cache": False}}
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
     manifest = prepare_mix(tmp_path / "mix.yaml", smol_dir, tmp_path / "out", num_workers=1)
-    sets = default_eval_sets(data)[0]
     check_planted_report(tmp_path / "out", manifest, chosen, sets)
-    assert manifest["sources"][1]["contaminated_by"] == {"samsum": 1, "ethics": 2, "math": 1, "corr2cause": 1, "truthfulqa": 2, "mmlu": 1}
+    assert manifest["sources"][1]["contaminated_by"] == {"samsum": 1, "ethics": 2, "math": 1, "corr2cause": 1,
+                                                         "truthfulqa": 2, "mmlu": 1}
     assert manifest["sources"][0]["records_out"] == 12
     assert sorted(manifest["decontaminate"]["eval_sets_missing"]) == ["bbq", "bigbench", "cnn_dailymail", "gsm8k"]
     assert "**Not checked (not found):** gsm8k, bbq, cnn_dailymail, bigbench" in (tmp_path / "out/manifest.md").read_text()
