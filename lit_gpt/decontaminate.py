@@ -1,5 +1,5 @@
-"""Keeping evaluation data out of training data: text normalization, n-gram overlap against evaluation sets,
-exact and near-duplicate removal (MinHash LSH), and loaders for the evaluation sets' published formats.
+"""Keeping evaluation data out of training data: text normalization, n-gram and short-item overlap against
+evaluation sets (read by lit_gpt/eval_loaders.py), exact and near-duplicate removal (MinHash LSH).
 
 Everything works on normalized words (lowercase, punctuation deleted, whitespace collapsed), so light edits of an
 evaluation item (case, punctuation, spacing) still match. Words are mapped to integer ids once; n-grams are then
@@ -8,30 +8,36 @@ hashed for all records at once with numpy, which keeps a 10k-record mix to a fra
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
-import re
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
+import regex  # the Unicode class \p{So}, which `re` lacks (installed with tiktoken)
 
+from lit_gpt import eval_loaders
+from lit_gpt.eval_loaders import EVAL_LOADERS
 from lit_gpt.utils import UserError
 
-_PUNCT = re.compile(r"[^\w\s]+")
-# The same class in RE2 (Arrow's regex engine), whose \w and \s are ASCII-only: Python's \w is letters, numbers and
-# "_"; its \s also takes \v, \x1c-\x1f, \x85 and the Unicode spaces (Z).
-_PUNCT_RE2 = r"[^\p{L}\p{N}_\t\n\v\f\r\x1c-\x1f\x85\p{Z}]+"
+# Words are letters and numbers; everything else but whitespace is deleted (punctuation, "_" included), except the
+# "other symbols" (emoji, shapes, °: Unicode So), which are words of their own, since some evaluation items are
+# mostly emoji (BIG-bench emoji_movie, symbol_interpretation). The whitespace is what str.split cuts at: \t-\r,
+# \x1c-\x1f, \x85 and the Unicode spaces (Z). The same classes serve the `regex` module and RE2 (Arrow's regex
+# engine, whose own \w and \s are ASCII-only).
+_SYMBOL = r"\p{So}"
+_PUNCT_RE2 = r"[^\p{L}\p{N}\p{So}\t\n\v\f\r\x1c-\x1f\x85\p{Z}]+"
+_SYMBOL_RX, _PUNCT_RX = regex.compile(_SYMBOL), regex.compile(_PUNCT_RE2)
 _P = np.uint64(0x100000001B3)  # FNV prime: the base of the polynomial rolling hash
 
 
 def normalize(text: str) -> list[str]:
-    """Lowercased words with punctuation deleted: "Tom's  CAR, red." -> ["toms", "car", "red"]."""
-    return _PUNCT.sub("", text.lower()).split()
+    """Lowercased words, punctuation deleted, symbols apart: "Tom's  CAR, red🚗." -> ["toms", "car", "red", "🚗"]."""
+    lowered = text.lower().replace("ß", "ss").replace("ς", "σ")  # what upper-casing and back gives
+    return _PUNCT_RX.sub("", _SYMBOL_RX.sub(r" \g<0> ", lowered)).split()
 
 
 def record_text(record: dict) -> str:
@@ -65,7 +71,9 @@ class Vocab:
         texts = pa.array(list(texts), type=pa.large_string())
         if not len(texts):
             return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        cleaned = pc.replace_substring_regex(pc.utf8_lower(texts), pattern=_PUNCT_RE2, replacement="")
+        lowered = pc.replace_substring(pc.replace_substring(pc.utf8_lower(texts), "ß", "ss"), "ς", "σ")
+        spaced = pc.replace_substring_regex(lowered, pattern=_SYMBOL, replacement=r" \0 ")
+        cleaned = pc.replace_substring_regex(spaced, pattern=_PUNCT_RE2, replacement="")
         words = pc.utf8_split_whitespace(cleaned)
         flat = pc.list_flatten(words)
         # Arrow's split keeps the empty strings around leading, trailing and repeated whitespace: drop them
@@ -109,12 +117,29 @@ def _sorted_search(table: np.ndarray, queries: np.ndarray, sides: tuple[str, ...
     return out
 
 
-class EvalIndex:
-    """N-grams of evaluation items. A training text is contaminated when it shares one n-gram (default 13 words)
-    with an item, or, for items shorter than n words but at least `min_words` long, contains the whole item.
+def _first_of_runs(keys: np.ndarray, item: np.ndarray, max_items: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Sorted distinct keys with the first item of each, leaving out keys found in more than `max_items` distinct
+    items (boilerplate); and how many were left out."""
+    if not len(keys):
+        return keys, item, 0
+    order = np.lexsort((item, keys))
+    keys, item = keys[order], item[order]
+    new_key = np.concatenate([[True], keys[1:] != keys[:-1]])
+    new_pair = new_key | np.concatenate([[True], item[1:] != item[:-1]])
+    starts = np.nonzero(new_key)[0]
+    counts = np.add.reduceat(new_pair.astype(np.int64), starts)
+    keep = counts <= max_items
+    return keys[starts[keep]], item[starts[keep]], int((~keep).sum())
 
-    N-grams found in more than `max_items` different evaluation items are boilerplate (e.g. the sentence every MMLU
-    moral_scenarios question starts with) and are not used.
+
+class EvalIndex:
+    """Evaluation items as n-grams and, when short, whole. A training text is contaminated when it shares one n-gram
+    (default 13 words) with an item's text, or contains, as a contiguous run of words, a whole text shorter than n:
+    an item's first text (the item itself: a question, a scenario) however short, its other texts (answers, parts)
+    when at least `min_words` long.
+
+    N-grams and short texts found in more than `max_items` different evaluation items are boilerplate (e.g. the
+    sentence every MMLU moral_scenarios question starts with) and are not used.
     """
 
     def __init__(self, vocab: Vocab, n: int = 13, min_words: int = 8, max_items: int = 20) -> None:
@@ -125,21 +150,23 @@ class EvalIndex:
         self.items: list[tuple[int, str]] = []  # (eval set index, item id)
         self._texts: list[str] = []
         self._text_item: list[int] = []
+        self._text_first: list[bool] = []
         self.counts: Counter = Counter()
         self.cache_file: Optional[Path] = None  # set when the index was read from a cache
 
     def add(self, eval_set: str, items: Iterable[tuple[str, list[str]]]) -> int:
-        """Adds the items (item id, its texts) of one evaluation set; returns how many."""
+        """Adds the items (item id, its texts, the item itself first) of one evaluation set; returns how many."""
         if eval_set not in self.sets:
             self.sets.append(eval_set)
         s = self.sets.index(eval_set)
         count = 0
         for item_id, texts in items:
             self.items.append((s, item_id))
-            for t in texts:
+            for k, t in enumerate(texts):
                 if t:
                     self._texts.append(t)
                     self._text_item.append(len(self.items) - 1)
+                    self._text_first.append(k == 0)
             count += 1
         self.counts[eval_set] += count
         return count
@@ -148,50 +175,38 @@ class EvalIndex:
         ids, lengths = self.vocab.encode_many(self._texts)
         text_item = np.array(self._text_item, dtype=np.int64)
         h, owner = ngram_hashes(ids, lengths, self.n)
-        item = text_item[owner]
-        # count the distinct items of each n-gram; drop n-grams shared by too many items (boilerplate)
-        order = np.lexsort((item, h))
-        h, item = h[order], item[order]
-        new_hash = np.concatenate([[True], h[1:] != h[:-1]])
-        new_pair = new_hash | np.concatenate([[True], item[1:] != item[:-1]])
-        starts = np.nonzero(new_hash)[0]
-        counts = np.add.reduceat(new_pair.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
-        keep = counts <= self.max_items
-        self.hashes, self.hash_item = h[starts[keep]], item[starts[keep]]
-        self.boilerplate = int((~keep).sum())
-        # short items: keyed by the hash of their first min_words words, checked in full on a hit
-        starts = np.concatenate([[0], np.cumsum(lengths)])
-        short = [(starts[i], lengths[i], text_item[i]) for i in range(len(lengths)) if self.min_words <= lengths[i] < self.n]
-        self.short_words = [ids[a : a + L] for a, L, _ in short]
-        self.short_item = np.array([it for _, _, it in short], dtype=np.int64)
-        if short:
-            sh, _ = ngram_hashes(np.concatenate(self.short_words), np.array([L for _, L, _ in short]), self.min_words)
-            # ngram_hashes yields each text's windows in order; take the first window of each
-            firsts = np.concatenate([[0], np.cumsum([L - self.min_words + 1 for _, L, _ in short])])[:-1]
-            prefix = sh[firsts]
-        else:
-            prefix = np.zeros(0, np.uint64)
-        order = np.argsort(prefix, kind="stable")
-        self.short_prefix, self.short_order = prefix[order], order
-        del self._texts, self._text_item
+        self.hashes, self.hash_item, self.boilerplate = _first_of_runs(h, text_item[owner], self.max_items)
+        # short texts: keyed by the hash of all their words (the same polynomial as an n-gram of their length)
+        first = np.array(self._text_first, dtype=bool)
+        short = np.nonzero((lengths > 0) & (lengths < self.n) & (first | (lengths >= self.min_words)))[0]
+        starts = np.concatenate([[0], np.cumsum(lengths)])[short]
+        sh = np.zeros(len(short), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for k in range(int(lengths[short].max()) if len(short) else 0):
+                more = lengths[short] > k
+                sh[more] = sh[more] * _P + ids[starts[more] + k]
+        self.short_hashes, self.short_item, self.short_boilerplate = _first_of_runs(sh, text_item[short], self.max_items)
+        # each key's length, checked on a hit (word ids are never 0, so texts of different lengths hash apart anyway)
+        length_of = dict(zip(sh.tolist(), lengths[short].tolist()))
+        self.short_len = np.array([length_of[k] for k in self.short_hashes.tolist()], dtype=np.int64)
+        del self._texts, self._text_item, self._text_first
         return self
 
     def __len__(self) -> int:
         return len(self.items)
 
-    _ARRAYS = ("hashes", "hash_item", "short_item", "short_prefix", "short_order")
+    _ARRAYS = ("hashes", "hash_item", "short_hashes", "short_item", "short_len")
 
     def save(self, path: Path) -> None:
         """The built index as one .npz (atomically): arrays, and the item list and counts as JSON."""
         from lit_gpt.utils import atomic_path
 
         meta = {"n": self.n, "min_words": self.min_words, "max_items": self.max_items, "sets": self.sets,
-                "items": self.items, "counts": dict(self.counts), "boilerplate": self.boilerplate}
-        short_lengths = np.array([len(w) for w in self.short_words], dtype=np.int64)
-        short_words = np.concatenate(self.short_words) if self.short_words else np.zeros(0, np.uint64)
+                "items": self.items, "counts": dict(self.counts), "boilerplate": self.boilerplate,
+                "short_boilerplate": self.short_boilerplate}
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), short_words=short_words,
-                     short_lengths=short_lengths, **{k: getattr(self, k) for k in self._ARRAYS})
+            np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                     **{k: getattr(self, k) for k in self._ARRAYS})
 
     @classmethod
     def load(cls, path: Path, vocab: Vocab) -> "EvalIndex":
@@ -200,40 +215,59 @@ class EvalIndex:
             index = cls(vocab, meta["n"], meta["min_words"], meta["max_items"])
             for k in cls._ARRAYS:
                 setattr(index, k, data[k])
-            index.short_words = np.split(data["short_words"], np.cumsum(data["short_lengths"])[:-1]) \
-                if len(data["short_lengths"]) else []
         index.sets, index.items = meta["sets"], [tuple(it) for it in meta["items"]]
         index.counts, index.boilerplate = Counter(meta["counts"]), meta["boilerplate"]
-        del index._texts, index._text_item
+        index.short_boilerplate = meta["short_boilerplate"]
+        del index._texts, index._text_item, index._text_first
         return index
 
     def match(self, ids: np.ndarray, lengths: np.ndarray) -> list[Optional[int]]:
-        """For each text (word ids from the same vocab), the index of an evaluation item it overlaps, or None."""
+        """For each text (word ids from the same vocab), the index of an evaluation item it overlaps, or None: the
+        item of its first matching n-gram, else of the earliest (then longest) short text it contains."""
         found: list[Optional[int]] = [None] * len(lengths)
-        h, owner = ngram_hashes(ids, lengths, self.n)
-        (pos,) = _sorted_search(self.hashes, h)
-        pos[pos == len(self.hashes)] = 0
-        hit = self.hashes[pos] == h if len(self.hashes) else np.zeros(len(h), bool)
-        for o, p in zip(owner[hit][::-1], pos[hit][::-1]):  # reversed: the first hit of a text wins
-            found[o] = int(self.hash_item[p])
-        if len(self.short_prefix):
-            starts = np.concatenate([[0], np.cumsum(lengths)])
-            sh, sowner = ngram_hashes(ids, lengths, self.min_words)
-            # window start positions in `ids`, to compare the full short item from there
-            valid_start = np.arange(len(ids) - self.min_words + 1) if len(ids) >= self.min_words else np.zeros(0, int)
-            owner_all = np.repeat(np.arange(len(lengths)), lengths)
-            valid_start = valid_start[owner_all[: len(valid_start)] == owner_all[self.min_words - 1 :]]
-            lo, hi = _sorted_search(self.short_prefix, sh, ("left", "right"))
-            for w in np.nonzero(hi > lo)[0]:
-                o = int(sowner[w])
-                if found[o] is not None:
+        owner = np.repeat(np.arange(len(lengths)), lengths)
+        left = np.repeat(np.cumsum(lengths), lengths) - np.arange(len(ids))  # words from each position to its text's end
+        # One rolling pass: after step L, h[p] is the hash of the L words from p, so the windows of every short
+        # length come on the way to the n-grams. A byte table on the hashes' top bits, ~256 slots per short text
+        # (16 MiB at most), lets through ~0.4% of the windows to the exact search: a sparser table costs more in
+        # searches than it saves (7% let through: 2x slower).
+        bits = max(16, min(24, int(np.ceil(np.log2(256 * len(self.short_hashes) + 1)))))
+        shift = np.uint64(64 - bits)
+        table = np.zeros(1 << bits, dtype=bool)
+        table[self.short_hashes >> shift] = True
+        lens = set(self.short_len.tolist())
+        h = np.zeros(len(ids), dtype=np.uint64)
+        short_hits = []  # (text, position, -length, item)
+        with np.errstate(over="ignore"):
+            for L in range(1, self.n + 1):
+                m = len(ids) - L + 1
+                if m <= 0:
+                    break
+                h[:m] *= _P
+                h[:m] += ids[L - 1 :]
+                if L not in lens:
                     continue
-                a, end = int(valid_start[w]), int(starts[o + 1])
-                for j in self.short_order[lo[w] : hi[w]]:
-                    words = self.short_words[j]
-                    if a + len(words) <= end and np.array_equal(ids[a : a + len(words)], words):
-                        found[o] = int(self.short_item[j])
-                        break
+                cand = np.nonzero(table[h[:m] >> shift])[0]
+                cand = cand[left[cand] >= L]  # the window stays inside its text
+                pos = np.minimum(np.searchsorted(self.short_hashes, h[cand]), len(self.short_hashes) - 1)
+                ok = (self.short_hashes[pos] == h[cand]) & (self.short_len[pos] == L)
+                if ok.any():
+                    short_hits.append((owner[cand[ok]], cand[ok], np.full(ok.sum(), -L), self.short_item[pos[ok]]))
+        if len(ids) >= self.n and len(self.hashes):
+            inside = np.nonzero(left[: len(ids) - self.n + 1] >= self.n)[0]
+            g, gowner = h[inside], owner[inside]
+            (pos,) = _sorted_search(self.hashes, g)
+            pos[pos == len(self.hashes)] = 0
+            hit = self.hashes[pos] == g
+            for o, p in zip(gowner[hit][::-1], pos[hit][::-1]):  # reversed: the first hit of a text wins
+                found[o] = int(self.hash_item[p])
+        if short_hits:
+            o, p, neg_len, item = (np.concatenate(c) for c in zip(*short_hits))
+            order = np.lexsort((neg_len, p, o))[::-1]  # reversed: the earliest, then longest, hit of a text wins
+            short_found: dict[int, int] = dict(zip(o[order].tolist(), item[order].tolist()))
+            for o, item in short_found.items():
+                if found[o] is None:
+                    found[o] = item
         return found
 
     def describe(self, item: int) -> tuple[str, str]:
@@ -348,102 +382,14 @@ def exact_key(text: str) -> bytes:
     return hashlib.blake2b(" ".join(normalize(text)).encode(), digest_size=16).digest()
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Evaluation-set loaders: each yields (item id, [texts]) for the formats in ../shared/data (see its MANIFEST.md).
-
-
-def _files(path: Path, patterns: tuple[str, ...]) -> list[Path]:
-    if not path.exists():
-        raise UserError(f"evaluation set path {str(path)!r} does not exist")
-    if path.is_file():
-        return [path]
-    files = sorted(p for pat in patterns for p in path.rglob(pat))
-    if not files:
-        raise UserError(f"{path}: no {' or '.join(patterns)} files")
-    return files
-
-
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from e
-
-
-def load_mmlu(path: Path) -> Iterator[tuple[str, list[str]]]:
-    """MMLU CSVs (question, A, B, C, D, answer; no header): the question, the question with its options, and the
-    same with the options lettered as in HELM's prompt ("A. ...")."""
-    for f in _files(path, ("*.csv",)):
-        with open(f, encoding="utf-8", newline="") as fh:
-            for n, row in enumerate(csv.reader(fh), 1):
-                if len(row) < 6:
-                    raise UserError(f"{f}:{n}: expected 6 columns (question, A, B, C, D, answer), got {len(row)}")
-                lettered = "\n".join([row[0]] + [f"{'ABCDEFGHIJ'[i]}. {o}" for i, o in enumerate(row[1:-1])])
-                yield f"{f.name}:{n}", [row[0], "\n".join(row[:-1]), lettered]
-
-
-def load_gsm8k(path: Path) -> Iterator[tuple[str, list[str]]]:
-    for f in _files(path, ("*.jsonl",)):
-        for n, r in _jsonl(f):
-            yield f"{f.name}:{n}", [r.get("question", ""), r.get("answer", "")]
-
-
-def load_cnn_dailymail(path: Path) -> Iterator[tuple[str, list[str]]]:
-    for f in _files(path, ("*.jsonl",)):
-        for n, r in _jsonl(f):
-            yield f"{f.name}:{n}", [r.get("article", ""), r.get("highlights", "")]
-
-
-def load_bbq(path: Path) -> Iterator[tuple[str, list[str]]]:
-    for f in _files(path, ("*.jsonl",)):
-        for n, r in _jsonl(f):
-            yield f"{f.name}:{n}", [f"{r.get('context', '')} {r.get('question', '')}"]
-
-
-def load_truthfulqa(path: Path) -> Iterator[tuple[str, list[str]]]:
-    """TruthfulQA.csv (Question, Best Answer, ...) or mc_task.json (question, mc1/mc2 targets)."""
-    for f in _files(path, ("*.csv", "*.json")):
-        if f.suffix == ".csv":
-            with open(f, encoding="utf-8-sig", newline="") as fh:
-                for n, row in enumerate(csv.DictReader(fh), 2):
-                    yield f"{f.name}:{n}", [row.get("Question", ""), row.get("Best Answer", "")]
-        else:
-            data = json.loads(f.read_text(encoding="utf-8"))
-            for n, r in enumerate(data):
-                yield f"{f.name}#{n}", [r.get("question", "")]
-
-
-def load_bigbench(path: Path) -> Iterator[tuple[str, list[str]]]:
-    """BIG-bench task.json files: each example's input (and target text where it has one)."""
-    for f in _files(path, ("task.json",)):
-        task = json.loads(f.read_text(encoding="utf-8"))
-        for n, ex in enumerate(task.get("examples", [])):
-            target = ex.get("target")
-            texts = [ex.get("input", "")] + ([target] if isinstance(target, str) else [])
-            yield f"{f.parent.name}#{n}", texts
-
-
-EVAL_LOADERS = {
-    "mmlu": load_mmlu,
-    "gsm8k": load_gsm8k,
-    "cnn_dailymail": load_cnn_dailymail,
-    "bbq": load_bbq,
-    "truthfulqa": load_truthfulqa,
-    "bigbench": load_bigbench,
-}
-
-
 def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lit_gpt" / "eval_index"
 
 
 def _cache_key(eval_sets: dict[str, dict], n: int, min_words: int, max_items: int) -> Optional[str]:
-    """A digest of everything the index depends on: this module's code (loaders, normalization), the settings, and
+    """A digest of everything the index depends on: this module's code and the loaders', the settings, and
     each evaluation file's path, size and modification time. None when a path is missing (the loaders report it)."""
-    h = hashlib.sha256(Path(__file__).read_bytes())
+    h = hashlib.sha256(Path(__file__).read_bytes() + Path(eval_loaders.__file__).read_bytes())
     h.update(json.dumps([n, min_words, max_items]).encode())
     for name, spec in eval_sets.items():
         h.update(json.dumps([name, spec["kind"]]).encode())

@@ -23,18 +23,20 @@ The config (YAML):
         records: 500
     dedup: {exact: true, near: true, threshold: 0.8, num_perm: 128, shingle: 5}
     decontaminate:
-      ngram: 13                              # words; shorter items are matched whole if >= min_words
-      min_words: 8
-      max_items: 20                          # n-grams shared by more eval items are boilerplate
+      ngram: 13                              # words; a shorter item is matched whole (as a contiguous run of words)
+      min_words: 8                           # an item's other texts (answers, parts) shorter than ngram: from this long
+      max_items: 20                          # n-grams / short texts shared by more eval items are boilerplate
       skip_missing: false                    # true: warn about (and list) eval sets not found instead of failing
       cache: true                            # keep the built index in ~/.cache/lit_gpt/eval_index (or this dir)
+      eval_data_dir: ../shared/data          # where the default eval sets are looked for (default: next to the repo)
       eval_sets:                             # name: path(s) (kind = name), or name: {kind: ..., path: ...}
         mmlu: ../shared/data/mmlu/test
         gsm8k: ../shared/data/gsm8k/test.jsonl
-        truthfulqa: ../shared/data/truthfulqa/TruthfulQA.csv
-        bbq: ../shared/data/bbq
-        cnn_dailymail: ../shared/data/cnn_dailymail/test_first574.jsonl
-        bigbench: ../shared/data/bigbench
+
+Without `eval_sets`, the mix is checked against every family the challenge's final ranking scores
+(lit_gpt/eval_loaders.py DEFAULT_EVAL_SETS: MMLU, GSM8K, TruthfulQA, BBQ, CNN/DM, BIG-bench, SAMSum, ETHICS, MATH,
+corr2cause) wherever their files are in `eval_data_dir`; those absent are listed in the manifest as not checked.
+`eval_sets: {}` turns decontamination off.
 """
 
 from __future__ import annotations
@@ -57,11 +59,13 @@ sys.path.append(str(wd))
 
 from lit_gpt.data import Encoder, encode_records, write_dataset  # noqa: E402
 from lit_gpt.decontaminate import EVAL_LOADERS, Vocab, build_eval_index, default_cache_dir, minhash_signatures, near_duplicates, record_text  # noqa: E402
+from lit_gpt.eval_loaders import default_eval_sets  # noqa: E402
 from lit_gpt.utils import UserError, alias_config_flag, atomic_path, cli, write_json  # noqa: E402
 from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, read_records, source_files, split_indices, write_records  # noqa: E402
 
 PREPARE_KINDS = ("dolly", "oasst", "lima", "flan", "gsm8k", "cnn_dailymail", "mmlu_style", "jsonl")
 SOURCE_KEYS = {"name", "dir", "prepare", "source", "repo_id", "args", "weight", "records"}
+DEFAULT_EVAL_DATA = wd.parent / "shared" / "data"
 TOP_KEYS = {"seed", "val_fraction", "max_seq_length", "template", "sources", "dedup", "decontaminate"}
 
 
@@ -215,7 +219,10 @@ def setup(
     # 2. normalized words of every record, and of the evaluation sets, in one vocabulary
     t = time.perf_counter()
     vocab = Vocab()
-    eval_sets, missing_sets = eval_sets_from(decon_cfg.get("eval_sets"), config_dir, bool(decon_cfg.get("skip_missing")))
+    if decon_cfg.get("eval_sets") is None:  # every family the final ranking scores, where its files are
+        eval_sets, missing_sets = default_eval_sets(_path(decon_cfg.get("eval_data_dir", DEFAULT_EVAL_DATA), config_dir))
+    else:
+        eval_sets, missing_sets = eval_sets_from(decon_cfg["eval_sets"], config_dir, bool(decon_cfg.get("skip_missing")))
     cache = decon_cfg.get("cache", True)
     cache_dir = (default_cache_dir() if cache is True else _path(cache, config_dir)) if cache else None
     index = build_eval_index(eval_sets, vocab, decon_cfg["ngram"], decon_cfg["min_words"], decon_cfg["max_items"],
@@ -360,6 +367,7 @@ def setup(
             "eval_sets": {n: {"kind": e["kind"], "paths": [str(p) for p in e["paths"]], "items": index.counts[n]}
                           for n, e in eval_sets.items()},
             "boilerplate_ngrams_ignored": index.boilerplate if index is not None else 0,
+            "boilerplate_short_ignored": index.short_boilerplate if index is not None else 0,
             "index_from_cache": str(index.cache_file) if index is not None and index.cache_file else None,
             "eval_sets_missing": missing_sets,
         },
@@ -404,9 +412,9 @@ def manifest_markdown(m: dict) -> str:
     lines.append("| **total** | " + " | ".join(str(t.get(c, "")) for c in cols[1:]) + " |")
     lines += ["", "## Dropped as contaminated, by evaluation set", ""]
     d = m["decontaminate"]
-    lines.append(f"{d['ngram']}-gram overlap on normalized text (items of {d['min_words']}-{d['ngram'] - 1} words "
-                 f"matched whole; n-grams in more than {d['max_items']} items ignored as boilerplate: "
-                 f"{d['boilerplate_ngrams_ignored']}).")
+    lines.append(f"{d['ngram']}-gram overlap on normalized text (shorter items matched whole, their other texts "
+                 f"from {d['min_words']} words; n-grams and short texts in more than {d['max_items']} items ignored "
+                 f"as boilerplate: {d['boilerplate_ngrams_ignored']} and {d['boilerplate_short_ignored']}).")
     lines += ["", "| source | " + " | ".join(d["eval_sets"]) + " |", "|---|" + "---|" * len(d["eval_sets"])]
     for s in m["sources"]:
         lines.append(f"| {s['name']} | " + " | ".join(str(s["contaminated_by"].get(e, 0)) for e in d["eval_sets"]) + " |")
