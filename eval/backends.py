@@ -88,12 +88,14 @@ class InProcessBackend:
         rows = self._max_batch_size or default_batch_size(self.model, self.model.max_seq_length, str(self.device))
         engine = Engine(self.model, self.tokenizer, max_batch_size=rows, max_queue=len(requests) + 1,
                         max_prefill_tokens=self.batch_tokens)
-        futures = []
-        for i, r in enumerate(requests):
+        futures: list = [None] * len(requests)
+        # The longest generations are admitted first, so the batch does not end on a few long rows; each request keeps
+        # its own seed (its index), so the order changes no result.
+        for i in sorted(range(len(requests)), key=lambda i: -requests[i].max_tokens):
+            r = requests[i]
             ids = self._fit(self.encode(r.prompt), r.max_tokens)
             max_new = min(r.max_tokens, self.model.max_seq_length - len(ids))
             if max_new < 1:
-                futures.append(None)
                 continue
             sampling = r.temperature > GREEDY_TEMPERATURE
             params = SamplingParams(
@@ -101,9 +103,9 @@ class InProcessBackend:
                 top_p=r.top_p, seed=self.seed + i, top_k_per_token=0, stop_sequences=list(r.stop_sequences),
                 stop_when=deciders[i] if deciders else None,
             )
-            futures.append(engine.submit(ids, params))
+            futures[i] = engine.submit(ids, params)
             if progress:
-                futures[-1].add_done_callback(lambda _: progress(1))
+                futures[i].add_done_callback(lambda _: progress(1))
         engine.start()
         try:
             out = []
