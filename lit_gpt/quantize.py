@@ -14,7 +14,7 @@ stay in `dtype`, as in the QLoRA paper and HF's bitsandbytes integration.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -67,19 +67,23 @@ def is_quantized(module: nn.Module) -> bool:
 
 def build_model(
     config: Config,
-    checkpoint_path: Optional[Path | str],
+    checkpoint_path: Union[Path, str, Mapping[str, torch.Tensor], None],
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     quantize: Optional[str] = None,
 ) -> GPT:
     """A `GPT` with the checkpoint's weights on `device` in `dtype`, its block linears 4-bit if `quantize` is set.
 
-    `checkpoint_path=None` gives random weights (benchmarks): each layer is initialized on `device` instead.
+    `checkpoint_path=None` gives random weights (benchmarks): each layer is initialized on `device` instead. A
+    mapping is read as the state dict itself, name by name (bench/qlora_memory.py feeds 14B-shaped random weights
+    through this same path without writing them to disk).
     """
     check_quantize(quantize)
     device = torch.device(device)
     state_dict = None
-    if checkpoint_path is not None:
+    if isinstance(checkpoint_path, Mapping):
+        state_dict = checkpoint_path
+    elif checkpoint_path is not None:
         state_dict = lazy_load(checkpoint_path)
         state_dict = state_dict.get("model", state_dict)
 
