@@ -87,10 +87,11 @@ def main() -> None:
     try:
         ckpt = parent / "bench-llama"
         ckpt.mkdir()
-        total = write_checkpoint(ckpt, layers, args.shard_mb, shape)
+        # before writing: a child's ru_maxrss starts from its parent's RSS at the fork, which the shards inflate
         baseline = subprocess.run([sys.executable, "-c", "import resource, torch, scripts.convert_hf_checkpoint;"
                                    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
                                   cwd=ROOT, capture_output=True, text=True, check=True)
+        total = write_checkpoint(ckpt, layers, args.shard_mb, shape)
         start = time.perf_counter()
         subprocess.run([sys.executable, "scripts/convert_hf_checkpoint.py", "--checkpoint_dir", str(ckpt)],
                        cwd=ROOT, check=True, capture_output=True)

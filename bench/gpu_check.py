@@ -407,19 +407,19 @@ def summary_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare_inputs(inputs: Path, tokenizer_dir: Path) -> None:
-    """Writes what the lent machine cannot reach: a tokenizer and the HELM-like request mix (from ../shared/data)."""
+def prepare_inputs(inputs: Path, tokenizer_dir: Path, shared: Path) -> None:
+    """Writes what the lent machine cannot reach: a tokenizer and the HELM-like request mix (from the shared data)."""
     import bench.server as bench_server
 
     if not (tokenizer_dir / "tokenizer.json").is_file():
         raise UserError(f"--tokenizer_dir {tokenizer_dir}: no tokenizer.json")
-    if not bench_server.SHARED.is_dir():
-        raise UserError(f"{bench_server.SHARED} is absent: the request mix is built from the shared data")
+    if not shared.is_dir():
+        raise UserError(f"--shared_data {shared} is absent: the request mix is built from the shared data")
     (inputs / "tokenizer").mkdir(parents=True, exist_ok=True)
     for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         if (tokenizer_dir / name).is_file():
             shutil.copy(tokenizer_dir / name, inputs / "tokenizer" / name)
-    mix = bench_server.build_mix(bench_server.SHARED, 1200, 0.7, 100, 64)
+    mix = bench_server.build_mix(shared, 1200, 0.7, 100, 64)  # bench/server.py's defaults
     write_json(mix, inputs / "mix.json")
     print(f"wrote {inputs}: tokenizer from {tokenizer_dir}, {len(mix)} requests in mix.json")
 
@@ -436,9 +436,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
                     help="only write --inputs (on a machine with ../shared/data and a tokenizer), then exit")
     ap.add_argument("--tokenizer_dir", type=Path, default=Path("checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct"),
                     help="with --prepare: the checkpoint dir whose tokenizer the server stage uses")
+    ap.add_argument("--shared_data", type=Path, default=wd.parent / "shared" / "data",
+                    help="with --prepare: the data dir the request mix is built from")
     args = ap.parse_args(argv)
     if args.prepare:
-        prepare_inputs(args.inputs, args.tokenizer_dir)
+        prepare_inputs(args.inputs, args.tokenizer_dir, args.shared_data)
         return {}
     names = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     unknown = [s for s in names if s not in STAGES]
@@ -447,6 +449,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if not args.dry_run and not torch.cuda.is_available():
         raise UserError("torch sees no GPU: run on the GPU machine, or pass --dry_run")
     device = torch.device("cpu" if args.dry_run else "cuda")
+    torch.set_float32_matmul_precision("highest")  # the fp32 comparisons with HF must not run in TF32
     work = Path(tempfile.mkdtemp(prefix="gpu_check."))
     run = Run(device=device, dtype=torch.float32 if args.dry_run else torch.bfloat16, dry_run=args.dry_run,
               work=work, inputs=args.inputs)

@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--quantize", default="bnb.nf4")
     ap.add_argument("--checkpoint", type=Path, default=None, help="a lit_model.pth of that shape (default: random)")
     ap.add_argument("--seq_len", type=int, default=32, help="tokens of the one training step")
+    ap.add_argument("--n_layer", type=int, default=None, help="fewer layers than the shape has (quick experiments)")
     args = ap.parse_args()
 
     peak_anon = [status_kib("RssAnon")]
@@ -105,14 +106,16 @@ def main() -> None:
             peak_anon[0] = max(peak_anon[0], status_kib("RssAnon"))
 
     threading.Thread(target=sample, daemon=True).start()
+    import bitsandbytes  # noqa: F401  (imported by the first quantized layer: part of the baseline, not the model)
+
     baseline = peak_rss_bytes()
-    config = Config.from_name(args.shape)
+    config = Config.from_name(args.shape, **({"n_layer": args.n_layer} if args.n_layer else {}))
     t0 = time.perf_counter()
     source = RandomStateDict(config) if args.checkpoint is None else args.checkpoint
     model = build_model(config, source, "cpu", torch.float32, quantize=args.quantize)
     load_s = time.perf_counter() - t0
     quantized, codes, other = storage_bytes(model)
-    after_load = peak_rss_bytes()
+    after_load, rss_loaded = peak_rss_bytes(), status_kib("VmRSS") * 1024
     inject_lora(model, LoRAConfig(**bench_finetune.LORA, query=True, value=True))
     mark_only_lora_as_trainable(model)
     model.train()
@@ -129,12 +132,14 @@ def main() -> None:
         "shape": args.shape, "quantize": args.quantize, "source": str(source), "seq_len": args.seq_len,
         "quantized_blocks_gib": quantized / gib, "codes_only_gib": codes / gib, "full_precision_rest_gib": other / gib,
         "bound_gib": bound / gib, "baseline_rss_gib": baseline / gib, "peak_rss_after_load_gib": after_load / gib,
+        "rss_after_load_gib": rss_loaded / gib, "n_layer": config.n_layer,
         "peak_rss_gib": peak / gib, "peak_anon_gib": peak_anon[0] * 1024 / gib, "ratio": peak / bound,
         "anon_ratio": peak_anon[0] * 1024 / bound, "load_s": load_s, "step_s": step_s,
     }
     print(f"{args.shape} {args.quantize} from the {source}: 4-bit blocks {quantized / gib:.2f} GiB (codes "
           f"{codes / gib:.2f}) + fp32 embeddings/head/norms {other / gib:.2f} GiB = {bound / gib:.2f} GiB; peak RSS "
-          f"{peak / gib:.2f} GiB ({peak / bound:.2f}x; after loading {after_load / gib:.2f}; interpreter + imports "
+          f"{peak / gib:.2f} GiB ({peak / bound:.2f}x; peak after loading {after_load / gib:.2f}, resident then "
+          f"{rss_loaded / gib:.2f}; interpreter + imports "
           f"{baseline / gib:.2f}), peak RssAnon {peak_anon[0] * 1024 / gib:.2f} GiB; load {load_s:.0f} s, one step "
           f"of {args.seq_len} tokens {step_s:.0f} s")
     print(json.dumps(result))
