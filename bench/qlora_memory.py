@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -69,6 +70,14 @@ def status_kib(field: str) -> int:
     return 0
 
 
+def available_kib() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 1 << 40
+
+
 def storage_bytes(model: torch.nn.Module) -> tuple[int, int, int]:
     """(4-bit block linears as stored: codes + statistics; the 4-bit codes alone; everything else in full precision)."""
     quantized = codes = other = 0
@@ -96,14 +105,22 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, default=None, help="a lit_model.pth of that shape (default: random)")
     ap.add_argument("--seq_len", type=int, default=32, help="tokens of the one training step")
     ap.add_argument("--n_layer", type=int, default=None, help="fewer layers than the shape has (quick experiments)")
+    ap.add_argument("--min_available_gib", type=float, default=0.75,
+                    help="stop if the machine's MemAvailable falls below this (shared machines)")
     args = ap.parse_args()
 
+    # On a shared machine: be the process the kernel's OOM killer picks, and stop before memory runs out.
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
     peak_anon = [status_kib("RssAnon")]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.02):
             peak_anon[0] = max(peak_anon[0], status_kib("RssAnon"))
+            if available_kib() < args.min_available_gib * 2**20:
+                print(f"error: the machine has under {args.min_available_gib} GiB available; stopped", flush=True)
+                os._exit(3)
 
     threading.Thread(target=sample, daemon=True).start()
     import bitsandbytes  # noqa: F401  (imported by the first quantized layer: part of the baseline, not the model)
