@@ -17,8 +17,8 @@ behind a real tokenizer). Results go to OUT/gpu_check.json (rewritten after ever
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
-import json
 import os
 import platform
 import shutil
@@ -41,7 +41,9 @@ from lit_gpt.config import Config  # noqa: E402
 from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable  # noqa: E402
 from lit_gpt.model import GPT  # noqa: E402
 from lit_gpt.quantize import build_model  # noqa: E402
-from lit_gpt.utils import UserError, atomic_save, num_parameters, write_json  # noqa: E402
+from lit_gpt.utils import UserError, num_parameters, write_json  # noqa: E402
+
+from bench.gpu_inputs import prepare_inputs, random_checkpoint, write_tiny_mix  # noqa: E402
 
 STAGES = ("hf_logits", "kv_cache", "qlora", "paged_adamw", "engine", "lora_speed", "qlora_memory", "decode_speed",
           "server")
@@ -103,11 +105,9 @@ def stage_hf_logits(run: Run, r: dict) -> None:
         out = {}
         with torch.no_grad():
             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-                ref_model = hf.to(device=run.device, dtype=dtype)
-                ref = ref_model(idx).logits.float()
+                ref = copy.deepcopy(hf).to(device=run.device, dtype=dtype)(idx).logits.float()  # hf stays fp32
                 ours = build_model(config, ckpt / "lit_model.pth", run.device, dtype).eval()(idx).float()
                 out[name] = (ours, ref)
-            hf.to(device="cpu", dtype=torch.float32)
         (ours32, ref32), (ours16, ref16) = out["fp32"], out["bf16"]
         f = fams[family] = {"fp32_max_abs": float((ours32 - ref32).abs().max()),
                             "bf16_max_abs": float((ours16 - ref32).abs().max()),
@@ -306,35 +306,6 @@ def stage_server(run: Run, r: dict) -> None:
     assert errors == 0, f"{errors} server requests failed"
 
 
-def random_checkpoint(out: Path, shape: str, tokenizer_dir: Path, device: torch.device, dtype: torch.dtype) -> Path:
-    """A checkpoint dir of random weights of a named shape, with the vocabulary of the tokenizer copied beside it."""
-    from lit_gpt.tokenizer import Tokenizer
-
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        raise UserError(f"{tokenizer_dir}: no tokenizer.json (run bench/gpu_wheels.sh first)")
-    out.mkdir(parents=True, exist_ok=True)
-    for f in tokenizer_dir.iterdir():
-        shutil.copy(f, out / f.name)
-    vocab = Tokenizer(out).vocab_size
-    config = Config.from_name(shape, vocab_size=vocab, padded_vocab_size=vocab)
-    model = build_model(config, None, device, dtype)
-    atomic_save({k: v.cpu() for k, v in model.state_dict().items()}, out / "lit_model.pth")
-    config.save(out)
-    del model
-    _empty_cache(device)
-    return out
-
-
-def write_tiny_mix(path: Path) -> Path:
-    """Requests in the shapes of the HELM-like mix (one-token answers, short generations), for the dry run."""
-    shapes = [("mmlu", "Question: what is 12 plus 30?\nAnswer:", 1, ["\n"]),
-              ("gsm8k", "Q: The quick brown fox jumps over the lazy dog.\nA:", 12, ["\n\n"]),
-              ("cnn_dailymail", "###\nArticle: The city council met on Tuesday.\n\nSummarize", 8, ["###"])]
-    mix = [{"task": t, "prompt": p, "max_new_tokens": n, "stop_sequences": s} for t, p, n, s in shapes * 6]
-    path.write_text(json.dumps(mix))
-    return path
-
-
 # ----------------------------------------------------------------------------- running and reporting
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -405,23 +376,6 @@ def summary_markdown(report: dict) -> str:
         lines.append(f"| {name} | {'yes' if r['ok'] else '**no**'} | {r['seconds']} | {mem_s} | {_brief(r)} |")
     lines += ["", "Per-family, per-mode and per-level numbers: gpu_check.json."]
     return "\n".join(lines) + "\n"
-
-
-def prepare_inputs(inputs: Path, tokenizer_dir: Path, shared: Path) -> None:
-    """Writes what the lent machine cannot reach: a tokenizer and the HELM-like request mix (from the shared data)."""
-    import bench.server as bench_server
-
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        raise UserError(f"--tokenizer_dir {tokenizer_dir}: no tokenizer.json")
-    if not shared.is_dir():
-        raise UserError(f"--shared_data {shared} is absent: the request mix is built from the shared data")
-    (inputs / "tokenizer").mkdir(parents=True, exist_ok=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
-        if (tokenizer_dir / name).is_file():
-            shutil.copy(tokenizer_dir / name, inputs / "tokenizer" / name)
-    mix = bench_server.build_mix(shared, 1200, 0.7, 100, 64)  # bench/server.py's defaults
-    write_json(mix, inputs / "mix.json")
-    print(f"wrote {inputs}: tokenizer from {tokenizer_dir}, {len(mix)} requests in mix.json")
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
