@@ -177,7 +177,8 @@ def stage_qlora(run: Run, r: dict) -> None:
 def stage_paged_adamw(run: Run, r: dict) -> None:
     import bitsandbytes as bnb
 
-    r["optimizer"] = f"bitsandbytes {bnb.__version__} PagedAdamW" + (" (CPU: not paged)" if run.device.type == "cpu" else "")
+    paged = " (CPU: not paged)" if run.device.type == "cpu" else ""
+    r["optimizer"] = f"bitsandbytes {bnb.__version__} PagedAdamW{paged}"
     r["losses"] = losses = _qlora_losses(run, "bnb.nf4", "paged_adamw")
     assert losses[-1] < _falls(run) * losses[0], f"paged AdamW did not lower the loss: {losses}"
 
