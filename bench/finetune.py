@@ -157,7 +157,9 @@ def probe_memory(args) -> None:
     print(json.dumps({"peak_rss_bytes": peak_rss_bytes()}))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Runs the comparison (argv: the command-line flags, default sys.argv) and returns one row per mode and
+    contender: mode, contender, tokens_per_s (median), peak_memory_bytes (None when not measured)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -176,11 +178,12 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also print torch.profiler's table of one step of each contender (ops by self time)")
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.probe:
-        return probe_memory(args)
+        probe_memory(args)
+        return []
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch sees no GPU")
 
@@ -254,6 +257,7 @@ def main() -> None:
     for mode, name, tps, mem in results:
         mem_s = f"{mem / 2**30:.2f} GiB" if mem else "n/a"
         print(f"| {mode} | {name} | {tps:,.0f} | {mem_s} |")
+    return [dict(mode=mode, contender=name, tokens_per_s=tps, peak_memory_bytes=mem) for mode, name, tps, mem in results]
 
 
 if __name__ == "__main__":

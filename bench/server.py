@@ -203,6 +203,7 @@ def main(
     prefill_chunk: Optional[int] = None,
     requests: Optional[int] = None,
     out: Optional[Path] = None,
+    mix_file: Optional[Path] = None,
 ) -> list[dict]:
     """Measures requests/s, generated tokens/s and latency percentiles at each number of concurrent clients.
 
@@ -227,9 +228,11 @@ def main(
             `requests` requests of the mix on a fresh server (a cold prefix cache, the same warmup), and throughput is
             requests / wall time. Without it, each level runs --duration seconds on its own slice of the mix.
         out: Also write the results as JSON here.
+        mix_file: Read the request mix from this JSON list (as `build_mix` returns it; `bench/gpu_check.py
+            --prepare` writes one) instead of building it from ../shared/data, for machines without the data.
     """
-    if not SHARED.is_dir():
-        raise UserError(f"{SHARED} is absent: the benchmark prompts come from the shared data")
+    if mix_file is None and not SHARED.is_dir():
+        raise UserError(f"{SHARED} is absent: the benchmark prompts come from the shared data (or pass --mix_file)")
     if url is not None and not url.startswith(("http://127.0.0.1", "http://localhost")):
         raise UserError("--url must be a local server (http://127.0.0.1:PORT)")
     levels = [int(c) for c in clients.split(",") if c.strip()]
@@ -237,7 +240,16 @@ def main(
         raise UserError("--clients must list positive integers, e.g. 1,4")
     if profile not in ("helm", "gsm8k", "decode"):
         raise UserError(f"--profile {profile!r}: expected helm, gsm8k or decode")
-    mix = build_mix(SHARED, 1200, mmlu_share, gsm8k_max_new_tokens, cnn_max_new_tokens, profile=profile)
+    if mix_file is not None:
+        try:
+            mix = json.loads(Path(mix_file).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"--mix_file {mix_file}: not a readable JSON list of requests ({e})") from e
+        if not isinstance(mix, list) or len(mix) <= warmup_requests + len(levels):
+            raise UserError(f"--mix_file {mix_file}: expected a JSON list of more than "
+                            f"{warmup_requests + len(levels)} requests")
+    else:
+        mix = build_mix(SHARED, 1200, mmlu_share, gsm8k_max_new_tokens, cnn_max_new_tokens, profile=profile)
     # Each level (and the warmup) gets its own requests: the server's prefix cache keeps whole prompts, so a replayed
     # sequence would find them all cached. What the levels share is what HELM's requests share (few-shot prefixes).
     # With --requests, the levels instead replay the same requests, each on a fresh server.

@@ -13,8 +13,9 @@ stay in `dtype`, as in the QLoRA paper and HF's bitsandbytes integration.
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -50,8 +51,9 @@ def quantized_linear(
             in_features, out_features, bias=bias is not None, compute_dtype=compute_dtype,
             compress_statistics=double, quant_type=quant_type, device="meta",
         )
-    # Params4bit quantizes when moved to a real device; the fp weight of this one layer is the only full copy.
-    w = weight.to(dtype=compute_dtype, copy=True)
+    # Params4bit quantizes when moved to a real device; this copy of the one layer's weight, made on `device` from
+    # wherever `weight` lies (a memory-mapped checkpoint), is the only full-precision copy.
+    w = weight.to(device=device, dtype=compute_dtype, copy=True)
     layer.weight = bnb.nn.Params4bit(
         w, requires_grad=False, compress_statistics=double, quant_type=quant_type, module=layer
     )
@@ -67,26 +69,31 @@ def is_quantized(module: nn.Module) -> bool:
 
 def build_model(
     config: Config,
-    checkpoint_path: Optional[Path | str],
+    checkpoint_path: Union[Path, str, Mapping[str, torch.Tensor], None],
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     quantize: Optional[str] = None,
 ) -> GPT:
     """A `GPT` with the checkpoint's weights on `device` in `dtype`, its block linears 4-bit if `quantize` is set.
 
-    `checkpoint_path=None` gives random weights (benchmarks): each layer is initialized on `device` instead.
+    `checkpoint_path=None` gives random weights (benchmarks): each layer is initialized on `device` instead. A
+    mapping is read as the state dict itself, name by name (bench/qlora_memory.py feeds 14B-shaped random weights
+    through this same path without writing them to disk).
     """
     check_quantize(quantize)
     device = torch.device(device)
     state_dict = None
-    if checkpoint_path is not None:
+    if isinstance(checkpoint_path, Mapping):
+        state_dict = checkpoint_path
+    elif checkpoint_path is not None:
         state_dict = lazy_load(checkpoint_path)
         state_dict = state_dict.get("model", state_dict)
 
     with torch.device("meta"):
         model = GPT(config)
 
-    def tensor(name: str, like: torch.Tensor, init: Optional[nn.Module] = None) -> torch.Tensor:
+    def tensor(name: str, like: torch.Tensor, cast: bool = True) -> torch.Tensor:
+        """The checkpoint's tensor, copied to `device` in `dtype` (`cast=False`: as stored, not copied)."""
         if state_dict is None:
             return _random_like(name, like, device, dtype)
         if name not in state_dict:
@@ -96,17 +103,21 @@ def build_model(
             raise UserError(
                 f"{checkpoint_path}: {name!r} has shape {tuple(t.shape)}, the config wants {tuple(like.shape)}"
             )
+        if not cast:
+            return t
         return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype, copy=True)
 
     # 1) block linears -> quantized layers, one at a time.
     if quantize is not None:
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Linear) and name.startswith("transformer.h."):
-                w = tensor(f"{name}.weight", module.weight)
-                b = tensor(f"{name}.bias", module.bias) if module.bias is not None else None
+                # as stored: quantized_linear makes the one full-precision copy (a second would add a layer's worth)
+                w = tensor(f"{name}.weight", module.weight, cast=False)
+                b = tensor(f"{name}.bias", module.bias, cast=False) if module.bias is not None else None
                 parent_name, _, child = name.rpartition(".")
                 setattr(model.get_submodule(parent_name), child, quantized_linear(w, b, quantize, device, dtype))
                 del w, b
+                _release_freed_heap()
 
     # 2) every other parameter; the tied head shares the embedding's tensor.
     tied = config.tie_embeddings
@@ -128,6 +139,15 @@ def build_model(
     if leftovers:
         raise RuntimeError(f"tensors left on the meta device: {leftovers[:5]}")
     return model
+
+
+def _release_freed_heap() -> None:
+    """Hands freed heap pages back to the OS (glibc's malloc_trim). Quantizing leaves holes between the small 4-bit
+    tensors that glibc keeps resident: without this, loading a 7B model on CPU peaked ~2 GB above its size."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _random_like(name: str, like: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

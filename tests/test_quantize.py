@@ -79,3 +79,21 @@ def test_qlora_trains_a_tiny_model_and_loss_falls(checkpoint, mode):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.65 * losses[0], losses
+
+
+@pytest.mark.parametrize("quantize", [None, "bnb.nf4"])
+def test_build_model_reads_a_state_dict_mapping_as_it_reads_the_file(checkpoint, quantize):
+    """bench/qlora_memory.py feeds random weights through this path: a mapping gives the model the file gives,
+    and block weights stored in bf16 are quantized from their one fp32 copy (not rounded twice)."""
+    config, _, path = checkpoint
+    sd = {k: v.to(torch.bfloat16) for k, v in torch.load(path, weights_only=True).items()}
+    torch.save(sd, path)
+    from_file = build_model(config, path, quantize=quantize).eval()
+    from_mapping = build_model(config, dict(sd), quantize=quantize).eval()
+    if quantize:  # before any forward: bitsandbytes repacks a 4-bit weight for its CPU kernel at the first no-grad call
+        expected = quantized_linear(sd["transformer.h.0.attn.attn.weight"].float(), None, quantize, "cpu", torch.float32)
+        assert torch.equal(dequantized_weight(from_mapping.transformer.h[0].attn.attn), dequantized_weight(expected))
+    assert from_mapping.lm_head.weight.dtype == torch.float32
+    x = torch.randint(0, 256, (2, 10))
+    with torch.no_grad():
+        assert torch.equal(from_file(x), from_mapping(x))
