@@ -49,6 +49,18 @@ def find_hparams(lora_path: Path) -> Path:
     )
 
 
+def read_lora_run(lora_path: Path) -> tuple[LoRAConfig, dict, Path]:
+    """(LoRA config, the run's hparams, the hparams file) of a finetune/lora.py LoRA weights file."""
+    lora_path = Path(lora_path)
+    if not lora_path.is_file():
+        raise UserError(f"--lora_path {str(lora_path)!r}: no such file")
+    hparams_path = find_hparams(lora_path)
+    hparams = yaml.safe_load(hparams_path.read_text())
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("lora"), dict):
+        raise UserError(f"{hparams_path}: no `lora` section (not written by finetune/lora.py?)")
+    return LoRAConfig.from_dict(hparams["lora"]), hparams, hparams_path
+
+
 def setup(
     checkpoint_dir: Path,
     lora_path: Path,
@@ -65,18 +77,28 @@ def setup(
     """
     check_valid_checkpoint_dir(checkpoint_dir)
     lora_path = Path(lora_path)
-    if not lora_path.is_file():
-        raise UserError(f"--lora_path {str(lora_path)!r}: no such file")
-    hparams_path = find_hparams(lora_path)
-    hparams = yaml.safe_load(hparams_path.read_text())
-    if not isinstance(hparams, dict) or not isinstance(hparams.get("lora"), dict):
-        raise UserError(f"{hparams_path}: no `lora` section (not written by finetune/lora.py?)")
+    lora, hparams, hparams_path = read_lora_run(lora_path)
     trained_on = hparams.get("checkpoint_dir")
     if trained_on and Path(trained_on).resolve() != Path(checkpoint_dir).resolve():
         print(f"note: the run trained on {trained_on}, merging into {checkpoint_dir}", file=sys.stderr)
     if Path(out_dir).resolve() == Path(checkpoint_dir).resolve():
         raise UserError("--out_dir must differ from --checkpoint_dir (the base stays untouched)")
 
+    model = merged_model(checkpoint_dir, lora_path, precision)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save(merged_state_dict(model), out_dir / CHECKPOINT_FILENAME)
+    model.config.save(out_dir)
+    for name in COPY_FILES:
+        if (Path(checkpoint_dir) / name).is_file():
+            shutil.copyfile(Path(checkpoint_dir) / name, out_dir / name)
+    print(f"merged {lora_path} ({hparams_path.name}: r={lora.r}, alpha={lora.alpha}) into {out_dir}")
+    return out_dir
+
+
+def merged_model(checkpoint_dir: Path, lora_path: Path, precision: Optional[str] = None) -> torch.nn.Module:
+    """The base model (in `precision`, default the base's dtype) with the run's LoRA weights merged in."""
+    lora, _, _ = read_lora_run(lora_path)
     config = Config.from_checkpoint(checkpoint_dir)
     base_path = Path(checkpoint_dir) / CHECKPOINT_FILENAME
     if precision is None:
@@ -90,7 +112,6 @@ def setup(
         dtype = PRECISION_TO_DTYPE[precision]
 
     model = build_model(config, base_path, "cpu", dtype)
-    lora = LoRAConfig.from_dict(hparams["lora"])
     inject_lora(model, lora)
     lora_weights = lazy_load(lora_path)
     try:
@@ -98,16 +119,7 @@ def setup(
     except ValueError as e:
         raise UserError(str(e)) from e
     merge_lora(model)  # unties a LoRA head from tied embeddings (config.tie_embeddings becomes False)
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save(merged_state_dict(model), out_dir / CHECKPOINT_FILENAME)
-    model.config.save(out_dir)
-    for name in COPY_FILES:
-        if (Path(checkpoint_dir) / name).is_file():
-            shutil.copyfile(Path(checkpoint_dir) / name, out_dir / name)
-    print(f"merged {lora_path} ({hparams_path.name}: r={lora.r}, alpha={lora.alpha}) into {out_dir}")
-    return out_dir
+    return model
 
 
 if __name__ == "__main__":
