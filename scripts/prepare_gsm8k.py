@@ -8,8 +8,8 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, load_json_records, run_prepare, source_files  # noqa: E402
-from lit_gpt.utils import UserError, cli  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, load_json_records, run_prepare, source_files, prepare_cli  # noqa: E402
+from lit_gpt.utils import UserError  # noqa: E402
 
 REPO_ID = "openai/gsm8k"
 PATTERNS = ["train.jsonl", "main/train-*.parquet"]
@@ -71,4 +71,4 @@ def setup(
 
 
 if __name__ == "__main__":
-    cli(setup)
+    prepare_cli(setup)

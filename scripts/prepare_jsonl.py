@@ -8,8 +8,8 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, get_str, load_json_records, run_prepare, source_files  # noqa: E402
-from lit_gpt.utils import UserError, cli  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, get_str, load_json_records, run_prepare, source_files, prepare_cli  # noqa: E402
+from lit_gpt.utils import UserError  # noqa: E402
 
 PATTERNS = ["*.jsonl", "*.json", "*.jsonl.gz", "*.parquet"]
 ROLE_ALIASES = {"human": "user", "prompter": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
@@ -105,4 +105,4 @@ def setup(
 
 
 if __name__ == "__main__":
-    cli(setup)
+    prepare_cli(setup)

@@ -10,8 +10,7 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, run_prepare, source_files  # noqa: E402
-from lit_gpt.utils import cli  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, run_prepare, source_files, prepare_cli  # noqa: E402
 
 PATTERNS = ["*.csv"]
 LETTERS = "ABCDEFGHIJ"
@@ -102,4 +101,4 @@ def setup(
 
 
 if __name__ == "__main__":
-    cli(setup)
+    prepare_cli(setup)

@@ -12,8 +12,7 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, iter_json_records, run_prepare, source_files  # noqa: E402
-from lit_gpt.utils import cli  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, iter_json_records, run_prepare, source_files, prepare_cli  # noqa: E402
 
 REPO_ID = "OpenAssistant/oasst1"
 PATTERNS = ["*.trees.jsonl.gz", "*.trees.jsonl", "*.jsonl", "*.jsonl.gz"]
@@ -169,4 +168,4 @@ def setup(
 
 
 if __name__ == "__main__":
-    cli(setup)
+    prepare_cli(setup)
