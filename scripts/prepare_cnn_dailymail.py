@@ -49,6 +49,7 @@ def setup(
         repo_id: The Hugging Face dataset to download when no `source` is given (its parquet files need pyarrow).
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+            The starter guide's --destination_path is the same flag.
         num_sents: The sentence count asked for in the prompt (HELM uses 3); None asks for a summary.
         val_fraction: Fraction of records held out for validation.
         seed: Seed of the train/val shuffle.

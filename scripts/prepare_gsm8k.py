@@ -58,6 +58,7 @@ def setup(
         repo_id: The Hugging Face dataset to download when no `source` is given (its parquet files need pyarrow).
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+            The starter guide's --destination_path is the same flag.
         answer_format: "raw" (the published solution) or "clean" (no calculator annotations, "The answer is N.").
         val_fraction: Fraction of records held out for validation.
         seed: Seed of the train/val shuffle.

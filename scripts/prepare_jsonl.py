@@ -90,6 +90,7 @@ def setup(
         name: The source name recorded in records.jsonl and stats.json.
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+            The starter guide's --destination_path is the same flag.
         val_fraction: Fraction of records held out for validation.
         seed: Seed of the train/val shuffle.
         max_seq_length: Examples longer than this many tokens are truncated (and counted).

@@ -87,6 +87,7 @@ def setup(
         repo_id: A Hugging Face dataset holding such CSVs, downloaded when no `source` is given.
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+            The starter guide's --destination_path is the same flag.
         with_subject: Start the prompt with HELM's "The following are multiple choice questions (with answers)
             about <subject>." line.
         val_fraction: Fraction of records held out for validation.

@@ -154,6 +154,7 @@ def setup(
         repo_id: The Hugging Face dataset to download when no `source` is given.
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+            The starter guide's --destination_path is the same flag.
         lang: Keep only trees whose prompt, and messages, are in this language (None: all languages).
         include_synthetic: Also use messages flagged synthetic (model-written).
         val_fraction: Fraction of records held out for validation.

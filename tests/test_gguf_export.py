@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.gguf_export import hf_greedy
 from lit_gpt.generation import generate, load_model
 from lit_gpt.utils import UserError
 from scripts.convert_gguf_checkpoint import convert_gguf_checkpoint
@@ -47,17 +48,6 @@ def read_back(path: Path, tmp_path: Path) -> dict:
     ckpt = convert_gguf_checkpoint(gguf_path=path, checkpoint_dir=tmp_path / "read")
     model, _ = load_model(ckpt, device="cpu", precision="32-true")
     return model
-
-
-def hf_greedy(model, ids: list[int], n: int) -> list[int]:
-    """Argmax decoding with the KV cache (generate()'s defaults add logits processors of their own)."""
-    new, past, step = [], None, torch.tensor([ids])
-    with torch.no_grad():
-        for _ in range(n):
-            out = model(step, past_key_values=past, use_cache=True)
-            new.append(int(out.logits[0, -1].argmax()))
-            past, step = out.past_key_values, torch.tensor([[new[-1]]])
-    return new
 
 
 def test_round_trip_through_our_reader(exports, smollm2_checkpoint, tmp_path):
