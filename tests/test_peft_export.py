@@ -61,6 +61,11 @@ def test_tiny_models(tmp_path, name, parts):
         expected = ours(idx)
     torch.testing.assert_close(peft_logits(ckpt, lora_path, tmp_path, idx), expected)
     assert not torch.allclose(base_logits(ckpt, idx), expected)
+    # --format hf with --lora_path exports the merged model (merging changes rounding, hence the tolerance)
+    convert_lit_checkpoint(checkpoint_dir=ckpt, output_dir=tmp_path / "merged", lora_path=lora_path)
+    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(merged.eval()(idx).logits, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_peft_needs_lora_path(tmp_path):
