@@ -10,7 +10,7 @@ CKPT := checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct
 EVAL_DATA ?= $(if $(wildcard ../shared/data/mmlu/test),../shared/data,examples/eval_data)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test helm-venv
+.PHONY: install demo test helm-venv llama-cpp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,3 +70,10 @@ $(HELM_VENV)/.installed: constraints-helm.txt
 	touch $@
 
 helm-venv: $(HELM_VENV)/.installed
+
+# llama.cpp's Python bindings, built from source (about 17 minutes on 2 busy cores), for the llama.cpp checks of
+# tests/test_gguf_export.py (they skip without it). Not in requirements-test.txt because of that build time.
+LLAMA_CPP_SPEC ?= llama-cpp-python==0.3.36
+llama-cpp: $(VENV)/.installed
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+		$(PIP) install $(LLAMA_CPP_SPEC)

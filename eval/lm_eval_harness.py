@@ -28,7 +28,7 @@ import torch
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from lit_gpt.utils import UserError, cli  # noqa: E402
+from lit_gpt.utils import UserError, cli, write_json  # noqa: E402
 
 
 class LitScorer:
@@ -234,54 +234,96 @@ def write_mmlu_local_tasks(data_dir: Path, out_dir: Path, subjects: Optional[lis
     return "mmlu_local"
 
 
+# The starter guide's task names (lm-eval before 0.4) -> today's lm-eval tasks, and -> our offline HELM families
+# (eval/run.py), which run when lm-eval is not installed.
+LEGACY_TASKS = {"truthfulqa_mc": "truthfulqa_mc1,truthfulqa_mc2"}
+OFFLINE_FAMILIES = {"truthfulqa_mc": "truthfulqa", "truthfulqa": "truthfulqa", "gsm8k": "gsm8k", "mmlu": "mmlu",
+                    "mmlu_local": "mmlu", "bbq": "bbq"}
+
+
 def main(
     checkpoint_dir: Optional[Path] = None,
     hf_dir: Optional[Path] = None,
     tasks: str = "mmlu_local",
+    eval_tasks: Optional[list[str]] = None,
     limit: Optional[int] = None,
     num_fewshot: Optional[int] = None,
     batch_size: int = 16,
+    precision: Optional[str] = None,
     data_dir: Path = wd.parent / "shared" / "data",
     out: Optional[Path] = None,
+    save_filepath: Optional[Path] = None,
 ) -> dict:
     """Runs lm-eval tasks on a lit checkpoint (through `LitLM`) or, for comparison, on an HF export with lm-eval's `hf` model.
+
+    Without lm-eval installed, the starter guide's tasks (truthfulqa_mc, gsm8k; also mmlu, bbq) run on our
+    offline HELM-style evaluators (eval/run.py) over --data_dir instead, and the results say so.
 
     Args:
         checkpoint_dir: A lit checkpoint dir (lit_model.pth, model_config.yaml, tokenizer files).
         hf_dir: Instead: a transformers model dir, run with lm-eval's own `hf` model (fp32, CPU).
         tasks: Comma-separated lm-eval task names; `mmlu_local` is the shared data's MMLU (17 subjects).
+        eval_tasks: The Lit-GPT starter guide's form of --tasks, a list: "[truthfulqa_mc,gsm8k]".
         limit: At most this many documents per task.
         num_fewshot: Few-shot examples per prompt (lm-eval's default for the task when unset).
         batch_size: Sequences per forward pass.
-        data_dir: The shared data directory (for mmlu_local).
+        precision: "32-true", "bf16-true", ... for the lit model. Default: bf16-true on a GPU that has it, else 32-true.
+        data_dir: The shared data directory (for mmlu_local and the offline evaluators).
         out: Where to write the results JSON. Default: print only.
+        save_filepath: The starter guide's name for --out.
     """
+    names = list(eval_tasks) if eval_tasks else [t for t in tasks.split(",") if t]
+    out = save_filepath or out
+    if (checkpoint_dir is None) == (hf_dir is None):
+        raise UserError("give exactly one of --checkpoint_dir and --hf_dir")
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager
     except ImportError:
-        raise UserError("lm-eval is not installed: use its own venv (see the module docstring / `make lmeval-venv`)")
-    if (checkpoint_dir is None) == (hf_dir is None):
-        raise UserError("give exactly one of --checkpoint_dir and --hf_dir")
+        return offline(names, checkpoint_dir, limit, precision, data_dir, out)
+    names = ",".join(LEGACY_TASKS.get(t, t) for t in names).split(",")
     include = Path(tempfile.mkdtemp(prefix="lm_eval_tasks_"))
-    if "mmlu_local" in tasks.split(","):
+    if "mmlu_local" in names:
         write_mmlu_local_tasks(Path(data_dir), include)
     manager = TaskManager(include_path=str(include))
     if checkpoint_dir is not None:
-        lm = make_lm_class()(checkpoint_dir=str(checkpoint_dir), batch_size=batch_size)
+        lm = make_lm_class()(checkpoint_dir=str(checkpoint_dir), batch_size=batch_size, precision=precision)
         model_args = None
     else:
         lm = "hf"
         model_args = f"pretrained={hf_dir},dtype=float32,device=cpu"
-    results = lm_eval.simple_evaluate(model=lm, model_args=model_args, tasks=tasks.split(","), limit=limit,
+    results = lm_eval.simple_evaluate(model=lm, model_args=model_args, tasks=names, limit=limit,
                                       num_fewshot=num_fewshot, batch_size=batch_size, task_manager=manager,
                                       log_samples=False)
     summary = {name: {k: v for k, v in r.items() if isinstance(v, (int, float))} for name, r in results["results"].items()}
+    return write_summary(summary, out)
+
+
+def offline(names: list[str], checkpoint_dir: Optional[Path], limit: Optional[int], precision: Optional[str],
+            data_dir: Path, out: Optional[Path]) -> dict:
+    """The guide's tasks on eval/run.py's offline evaluators (lm-eval is not installed)."""
+    unknown = [t for t in names if t not in OFFLINE_FAMILIES]
+    if unknown or checkpoint_dir is None:
+        raise UserError(f"lm-eval is not installed (needed for {', '.join(unknown) or '--hf_dir'}): use its own "
+                        f"venv (see the module docstring); without it only {', '.join(OFFLINE_FAMILIES)} run, offline")
+    from eval.run import main as run_eval
+
+    families = ",".join(dict.fromkeys(OFFLINE_FAMILIES[t] for t in names))
+    print(f"lm-eval is not installed: running {families} with the offline HELM-style evaluators (eval/run.py)",
+          file=sys.stderr)
+    run_dir = Path(tempfile.mkdtemp(prefix="lm_eval_offline_")) if out is None else Path(out).with_suffix(".d")
+    results = run_eval(checkpoint_dir=checkpoint_dir, tasks=families, limit=limit, out=run_dir, data_dir=data_dir,
+                       perturb="", precision=precision)
+    summary = {"backend": "lit_gpt eval/run.py (HELM prompts and metrics; lm-eval not installed)",
+               **{family: metrics for family, metrics in results["families"].items()}}
+    return write_summary(summary, out)
+
+
+def write_summary(summary: dict, out: Optional[Path]) -> dict:
     text = json.dumps(summary, indent=1)
     print(text)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text, encoding="utf-8")
+        write_json(summary, out)
     return summary
 
 

@@ -5,7 +5,8 @@
 
 Reads a dataset dir of `.pt` shards (lit_gpt.data), trains LoRA weights on the frozen (optionally 4-bit) base
 model and writes `OUT/step-NNNNNN/` checkpoints (LoRA weights, optimizer, schedule, RNG and data position),
-`OUT/final/lit_model.pth.lora`, `OUT/hparams.yaml`, CSV logs under `OUT/logs/` and `OUT/loss.png`.
+`OUT/final/lit_model.pth.lora` (also as `OUT/lit_model_lora_finetuned.pth`, the starter guide's name),
+`OUT/hparams.yaml`, CSV logs under `OUT/logs/` (plus TensorBoard or W&B with --logger_name) and `OUT/loss.png`.
 `scripts/merge_lora.py` turns the result into an ordinary checkpoint dir.
 """
 
@@ -52,6 +53,7 @@ from lit_gpt.utils import (  # noqa: E402
 )
 
 LORA_FILENAME = "lit_model.pth.lora"
+FINAL_LORA_FILENAME = "lit_model_lora_finetuned.pth"
 STATE_FILENAME = "state.pt"
 HPARAMS_FILENAME = "hparams.yaml"
 # Flags that must not change when resuming, or the continuation would not be the same run.
@@ -101,6 +103,7 @@ def setup(
     save_interval: int = 100,
     log_interval: int = 1,
     resume: Optional[str] = None,
+    logger_name: Literal["csv", "tensorboard", "wandb"] = "csv",
 ) -> Any:
     """Finetunes a checkpoint with LoRA (QLoRA with --quantize).
 
@@ -144,6 +147,8 @@ def setup(
         save_interval: checkpoint every this many steps (and always at the end).
         log_interval: log metrics every this many steps.
         resume: "auto" to continue from the latest complete checkpoint in out_dir (if any), or a step-NNNNNN dir.
+        logger_name: where metrics go besides OUT/logs/ (CSV, always written: loss.png is drawn from it):
+            "tensorboard" (OUT/tensorboard/) or "wandb" (OUT/wandb/, offline unless WANDB_MODE=online).
     """
     t0 = time.perf_counter()
     hp = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items() if k != "t0"}
@@ -175,12 +180,19 @@ def setup(
     from lightning.fabric.loggers import CSVLogger
 
     loggers = [CSVLogger(root_dir=out_dir, name="logs", flush_logs_every_n_steps=10)]
-    try:
+    if logger_name == "tensorboard":
         from lightning.fabric.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(root_dir=out_dir, name="tensorboard"))
-    except (ImportError, ModuleNotFoundError):
-        pass  # TensorBoard is optional
+    elif logger_name == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        # Offline by default: the run's files stay in OUT/wandb/ (`wandb sync` uploads them later).
+        offline = os.environ.get("WANDB_MODE", "offline") != "online"
+        loggers.append(WandbLogger(project="lit-gpt-lora", name=Path(out_dir).name, save_dir=str(out_dir),
+                                   offline=offline, config=hp))
+    elif logger_name != "csv":
+        raise UserError(f"--logger_name {logger_name!r}: choose csv, tensorboard or wandb")
     if strategy == "fsdp":
         from lightning.fabric.strategies import FSDPStrategy
 
@@ -351,6 +363,12 @@ def main(fabric, hp: dict, t0: float) -> torch.nn.Module:
                 for name in (LORA_FILENAME, HPARAMS_FILENAME):
                     os.link(target / name, ftmp / name)
                 training.commit_dir(ftmp, final_dir)
+                # The starter guide's name for the final LoRA weights (merge_lora.py finds OUT/hparams.yaml beside it)
+                guide = out_dir / FINAL_LORA_FILENAME
+                link = guide.with_name(f".{guide.name}.tmp")
+                link.unlink(missing_ok=True)
+                os.link(final_dir / LORA_FILENAME, link)
+                os.replace(link, guide)
         fabric.barrier()
         save_time[0] = time.perf_counter() - t
 

@@ -21,8 +21,10 @@ from lit_gpt.tokenizer import CHAT_END_TOKENS
 from lit_gpt.utils import UserError
 
 # llama.cpp token types (tokenizer.ggml.token_type)
+TOKEN_TYPE_NORMAL = 1
 TOKEN_TYPE_CONTROL = 3
 TOKEN_TYPE_USER_DEFINED = 4
+TOKEN_TYPE_UNUSED = 5
 
 SUPPORTED_QUANT_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0")
 
@@ -40,6 +42,8 @@ PRE_TOKENIZER_SPLITS = {
     "llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT, "llama-bpe": _LLAMA3_SPLIT, "smaug-bpe": _LLAMA3_SPLIT,
     "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT,
 }
+# The name written for each split when exporting (the first of its names above that llama.cpp knows).
+SPLIT_PRE_NAMES = {_LLAMA3_SPLIT: "llama-bpe", _QWEN2_SPLIT: "qwen2"}
 
 
 
@@ -96,6 +100,16 @@ def unpermute_qk(weight: torch.Tensor, n_head: int) -> torch.Tensor:
     rows = weight.shape[0]
     return (
         weight.reshape(n_head, rows // n_head // 2, 2, *weight.shape[1:])
+        .transpose(1, 2)
+        .reshape(weight.shape)
+    )
+
+
+def permute_qk(weight: torch.Tensor, n_head: int) -> torch.Tensor:
+    """llama.cpp's `permute` (convert_hf_to_gguf.py, LlamaModel): rotate-half rows -> interleaved pairs per head."""
+    rows = weight.shape[0]
+    return (
+        weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:])
         .transpose(1, 2)
         .reshape(weight.shape)
     )
@@ -188,29 +202,35 @@ def _derived_config(meta: dict[str, Any], derived: dict, name: Optional[str]) ->
     return Config(name=name, hf_config={"org": org, "name": name}, **derived)
 
 
+# llama.cpp's tensor names <-> ours, for reading (here) and writing (lit_gpt.gguf_export): whole-model tensors,
+# then the per-block parts (`blk.{i}.<part>.weight` <-> `transformer.h.{i}.<ours>.weight`), then the q/k/v parts of
+# our fused QKV.
+GGUF_FIXED = {
+    "token_embd.weight": "transformer.wte.weight",
+    "output_norm.weight": "transformer.ln_f.weight",
+    "output.weight": "lm_head.weight",
+}
+GGUF_BLOCK = {
+    "attn_norm": "norm_1", "ffn_norm": "norm_2", "attn_output": "attn.proj",
+    "ffn_gate": "mlp.fc_1", "ffn_up": "mlp.fc_2", "ffn_down": "mlp.proj",
+}
+GGUF_QKV = {"attn_q": "q", "attn_k": "k", "attn_v": "v"}  # -> attn.attn, fused
+
+
 def _lit_name(name: str) -> tuple[str, Optional[str]]:
     """(lit_gpt key, q/k/v part) for a llama.cpp tensor name; q/k/v parts are fused afterwards."""
-    fixed = {
-        "token_embd.weight": "transformer.wte.weight",
-        "output_norm.weight": "transformer.ln_f.weight",
-        "output.weight": "lm_head.weight",
-    }
-    if name in fixed:
-        return fixed[name], None
+    if name in GGUF_FIXED:
+        return GGUF_FIXED[name], None
     m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", name)
     if m is None:
         raise UserError(f"GGUF tensor {name!r} has no counterpart in lit_gpt's model")
     i, part, kind = m.groups()
     prefix = f"transformer.h.{i}."
-    if part in ("attn_q", "attn_k", "attn_v"):
-        return f"{prefix}attn.attn.{kind}", part[-1]
-    per_block = {
-        "attn_norm": "norm_1", "ffn_norm": "norm_2", "attn_output": "attn.proj",
-        "ffn_gate": "mlp.fc_1", "ffn_up": "mlp.fc_2", "ffn_down": "mlp.proj",
-    }
-    if part not in per_block:
+    if part in GGUF_QKV:
+        return f"{prefix}attn.attn.{kind}", GGUF_QKV[part]
+    if part not in GGUF_BLOCK:
         raise UserError(f"GGUF tensor {name!r} has no counterpart in lit_gpt's model")
-    return f"{prefix}{per_block[part]}.{kind}", None
+    return f"{prefix}{GGUF_BLOCK[part]}.{kind}", None
 
 
 def iter_lit_weights(reader, config: Config) -> Iterator[tuple[str, Optional[str], torch.Tensor]]:

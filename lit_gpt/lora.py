@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -93,41 +93,31 @@ class LoRALinear(nn.Module):
             nn.init.kaiming_uniform_(self.lora_A[i * self.r:(i + 1) * self.r], a=math.sqrt(5))
         nn.init.zeros_(self.lora_B)
 
-    def _delta_parts(self, after_a: torch.Tensor) -> list[Optional[torch.Tensor]]:
-        """Splits (..., n_on * r) activations by part and applies each part's B; None where the part is disabled."""
-        out, i, row = [], 0, 0
+    def _part_weights(self) -> Iterator[tuple[int, Optional[torch.Tensor], Optional[torch.Tensor]]]:
+        """(rows, A_i, B_i) per part; A_i and B_i are None where the part has no update."""
+        i, row = 0, 0
         for size, on in zip(self.parts, self.enabled):
             if on:
-                b = self.lora_B[row:row + size]
-                out.append(after_a[..., i * self.r:(i + 1) * self.r] @ b.transpose(0, 1))
+                yield size, self.lora_A[i * self.r:(i + 1) * self.r], self.lora_B[row:row + size]
                 i, row = i + 1, row + size
             else:
-                out.append(None)
-        return out
+                yield size, None, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(x)
         if self.merged:
             return y
-        after_a = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)
-        pieces = self._delta_parts(after_a)
-        if all(p is not None for p in pieces):
-            delta = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
-        else:
-            zeros = lambda n: after_a.new_zeros(*after_a.shape[:-1], n)  # noqa: E731
-            delta = torch.cat([p if p is not None else zeros(n) for p, n in zip(pieces, self.parts)], dim=-1)
+        x = self.dropout(x).to(self.lora_A.dtype)
+        # One A and B product per part, as separate q/k/v projections compute it (so PEFT gives the same numbers).
+        pieces = [F.linear(F.linear(x, a), b) if a is not None else x.new_zeros(*x.shape[:-1], size)
+                  for size, a, b in self._part_weights()]
+        delta = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
         return y + (delta * self.scaling).to(y.dtype)
 
     def delta_weight(self) -> torch.Tensor:
         """The (out_features, in_features) update `scaling * B @ A`, zero rows for disabled parts (fp32)."""
-        a, b = self.lora_A.float(), self.lora_B.float()
-        rows, i, row = [], 0, 0
-        for size, on in zip(self.parts, self.enabled):
-            if on:
-                rows.append(b[row:row + size] @ a[i * self.r:(i + 1) * self.r])
-                i, row = i + 1, row + size
-            else:
-                rows.append(a.new_zeros(size, self.in_features))
+        rows = [b.float() @ a.float() if a is not None else self.lora_A.new_zeros(size, self.in_features).float()
+                for size, a, b in self._part_weights()]
         return torch.cat(rows, dim=0) * self.scaling
 
     def merge(self) -> None:
@@ -301,3 +291,22 @@ def apply_lora_run(model: nn.Module, lora_path: Path, hparams: Optional[dict] = 
         raise UserError(str(e)) from e
     merge_lora(model)  # unties a LoRA head from tied embeddings (config.tie_embeddings becomes False)
     return lora
+
+
+def load_merged_model(checkpoint_dir: Path, lora_path: Path, precision: Optional[str] = None, hparams: Optional[dict] = None):
+    """The base checkpoint (in `precision`, default the base's own dtype) on the CPU with a run's LoRA merged in."""
+    import torch
+
+    from lit_gpt.quantize import build_model
+    from lit_gpt.utils import CHECKPOINT_FILENAME, PRECISION_TO_DTYPE, UserError, lazy_load
+
+    base_path = Path(checkpoint_dir) / CHECKPOINT_FILENAME
+    if precision is None:
+        dtype = next(v for v in lazy_load(base_path).values() if torch.is_tensor(v) and v.is_floating_point()).dtype
+    elif precision in PRECISION_TO_DTYPE:
+        dtype = PRECISION_TO_DTYPE[precision]
+    else:
+        raise UserError(f"--precision {precision!r}: choose one of {', '.join(PRECISION_TO_DTYPE)}")
+    model = build_model(Config.from_checkpoint(checkpoint_dir), base_path, "cpu", dtype)
+    apply_lora_run(model, lora_path, hparams)
+    return model

@@ -57,6 +57,11 @@ def resolve_config(checkpoint_dir: Path, model_name: Optional[str], hf: Optional
             derived = config_from_hf(hf, name=config.name)
             # The named config's vocab_size is the tokenizer's; config.json only knows the embedding rows.
             diff = config_fields_differ(config, derived, ignore=("name", "hf_config", "vocab_size", "padding_multiple"))
+            if diff and model_name is None:
+                # Only the directory's name says which model it is; config.json describes the weights it holds.
+                print(f"warning: {checkpoint_dir / 'config.json'} differs from the named config {name!r} in "
+                      f"{sorted(diff)}; using config.json", file=sys.stderr)
+                return config_from_hf(hf, name=checkpoint_dir.name, hf_repo=repo)
             if diff:
                 print(f"warning: the named config {name!r} differs from {checkpoint_dir / 'config.json'} in "
                       f"{diff}; using the named config", file=sys.stderr)

@@ -7,6 +7,7 @@ Files go to checkpoints/ORG/NAME. Gated models (Llama 2, Mistral) need a token: 
 """
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional
@@ -58,6 +59,7 @@ def download_from_hub(
     access_token: Optional[str] = None,
     convert: bool = False,
     dtype: Optional[str] = None,
+    source: Optional[Path] = None,
 ) -> Path:
     """Download the files a model needs from the Hugging Face Hub into checkpoint_dir/ORG/NAME.
 
@@ -67,22 +69,13 @@ def download_from_hub(
         access_token: Hugging Face token for gated or private repos (default: the HF_TOKEN environment variable).
         convert: Also convert the weights to lit_gpt's format (scripts/convert_hf_checkpoint.py).
         dtype: With --convert, the dtype to store the weights in (default: as downloaded).
+        source: A local copy of the repo (e.g. a snapshot dir) to take the same files from instead of the Hub.
     """
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.utils import logging as hub_logging
-
-    hub_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
     access_token = access_token or os.getenv("HF_TOKEN")  # read here, so --help never prints it
     if repo_id.count("/") != 1:
         raise UserError(f"--repo_id {repo_id!r}: expected ORG/NAME, e.g. Qwen/Qwen2.5-7B")
     target = Path(checkpoint_dir) / repo_id
-    try:
-        files = select_files(HfApi().list_repo_files(repo_id, token=access_token))
-        snapshot_download(repo_id, local_dir=target, allow_patterns=files, token=access_token)
-    except UserError as e:
-        raise UserError(f"{repo_id}: {e}") from e
-    except Exception as e:  # any hub or network failure is the user's to fix (network, token, name)
-        raise _hub_error(repo_id, e) from e
+    files = copy_local(Path(source), target) if source is not None else fetch(repo_id, target, access_token)
     print(f"downloaded {len(files)} files to {target}", file=sys.stderr)
 
     if convert:
@@ -92,6 +85,37 @@ def download_from_hub(
     else:
         print(f"next: python scripts/convert_hf_checkpoint.py --checkpoint_dir {target}", file=sys.stderr)
     return target
+
+
+def fetch(repo_id: str, target: Path, access_token: Optional[str]) -> list[str]:
+    """Downloads the files `select_files` picks from the Hub repo into `target`."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()  # its retry warnings would bury our one-line error
+    try:
+        files = select_files(HfApi().list_repo_files(repo_id, token=access_token))
+        snapshot_download(repo_id, local_dir=target, allow_patterns=files, token=access_token)
+    except UserError as e:
+        raise UserError(f"{repo_id}: {e}") from e
+    except Exception as e:  # any hub or network failure is the user's to fix (network, token, name)
+        raise _hub_error(repo_id, e) from e
+    return files
+
+
+def copy_local(source: Path, target: Path) -> list[str]:
+    """Copies the files `select_files` picks from a local copy of the repo into `target`."""
+    if not source.is_dir():
+        raise UserError(f"--source {str(source)!r} is not a directory")
+    try:
+        files = select_files([p.name for p in source.iterdir() if p.is_file()])
+    except UserError as e:
+        raise UserError(f"--source {source}: {e}") from e
+    if source.resolve() != target.resolve():
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            shutil.copyfile(source / name, target / name)
+    return files
 
 
 if __name__ == "__main__":

@@ -15,21 +15,16 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.lora import apply_lora_run, merged_state_dict, read_lora_run  # noqa: E402
-from lit_gpt.quantize import build_model  # noqa: E402
+from lit_gpt.lora import LoRAConfig, load_merged_model, merged_state_dict, read_lora_run  # noqa: E402
 from lit_gpt.utils import (  # noqa: E402
     CHECKPOINT_FILENAME,
     UserError,
     atomic_save,
     check_valid_checkpoint_dir,
     cli,
-    lazy_load,
 )
 
 # Everything of a checkpoint dir besides the weights and the config travels along (tokenizer, generation config).
@@ -60,20 +55,8 @@ def setup(
     if Path(out_dir).resolve() == Path(checkpoint_dir).resolve():
         raise UserError("--out_dir must differ from --checkpoint_dir (the base stays untouched)")
 
-    config = Config.from_checkpoint(checkpoint_dir)
-    base_path = Path(checkpoint_dir) / CHECKPOINT_FILENAME
-    if precision is None:
-        first = next(v for v in lazy_load(base_path).values() if torch.is_tensor(v) and v.is_floating_point())
-        dtype = first.dtype
-    else:
-        from lit_gpt.utils import PRECISION_TO_DTYPE
-
-        if precision not in PRECISION_TO_DTYPE:
-            raise UserError(f"--precision {precision!r}: choose one of {', '.join(PRECISION_TO_DTYPE)}")
-        dtype = PRECISION_TO_DTYPE[precision]
-
-    model = build_model(config, base_path, "cpu", dtype)
-    lora = apply_lora_run(model, lora_path, hparams)
+    lora = LoRAConfig.from_dict(hparams["lora"])
+    model = load_merged_model(checkpoint_dir, lora_path, precision, hparams)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

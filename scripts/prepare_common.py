@@ -21,7 +21,7 @@ wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
 from lit_gpt.data import check_turns, encode_records, write_dataset  # noqa: E402
-from lit_gpt.utils import UserError, atomic_path, write_json  # noqa: E402
+from lit_gpt.utils import UserError, atomic_path, cli, write_json  # noqa: E402
 
 DEFAULT_CHECKPOINT = Path("checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct")
 MAX_PRINTED_SKIPS = 20
@@ -146,6 +146,19 @@ def iter_json_records(path: Path) -> Iterator[tuple[str, Any]]:
                 yield f"{path}:{n}", json.loads(line)
             except json.JSONDecodeError as e:
                 yield f"{path}:{n}", RecordError("bad JSON line", f"{e.msg} at column {e.colno}")
+
+
+# Flags of the Lit-GPT starter guide that name one of ours (`--destination_path data/dolly` = `--out_dir data/dolly`).
+FLAG_ALIASES = {"--destination_path": "--out_dir"}
+
+
+def prepare_cli(setup: Callable, argv: Optional[list[str]] = None) -> Any:
+    """`cli(setup)` for a prepare script, with FLAG_ALIASES accepted (`--flag value` and `--flag=value`)."""
+    args = []
+    for arg in sys.argv[1:] if argv is None else argv:
+        flag, eq, value = arg.partition("=")
+        args.append(FLAG_ALIASES.get(flag, flag) + eq + value if flag.startswith("--") else arg)
+    return cli(setup, args=args)
 
 
 def download(repo_id: str, patterns: list[str]) -> Path:
@@ -304,6 +317,6 @@ def run_prepare(
 
 __all__ = [
     "DEFAULT_CHECKPOINT", "Loaded", "RecordError", "get_str", "iter_json_records", "load_json_records", "source_files",
-    "run_prepare",
+    "run_prepare", "prepare_cli",
     "read_records", "write_records", "split_indices", "tokenize_and_write", "write_json",
 ]

@@ -10,8 +10,8 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, iter_json_records, run_prepare, source_files  # noqa: E402
-from lit_gpt.utils import UserError, cli  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, iter_json_records, run_prepare, source_files, prepare_cli  # noqa: E402
+from lit_gpt.utils import UserError  # noqa: E402
 
 REPO_ID = "Open-Orca/FLAN"
 SUBMIXES = ("flan2021", "t0", "niv2", "cot", "dialog")
@@ -101,6 +101,7 @@ def setup(
         template_types: Keep only these template types (zs_opt, zs_noopt, fs_opt, fs_noopt); None keeps all.
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+            The starter guide's --destination_path is the same flag.
         val_fraction: Fraction of records held out for validation.
         seed: Seed of the train/val shuffle.
         max_seq_length: Examples longer than this many tokens are truncated (and counted).
@@ -114,4 +115,4 @@ def setup(
 
 
 if __name__ == "__main__":
-    cli(setup)
+    prepare_cli(setup)

@@ -8,8 +8,8 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, load_json_records, run_prepare, source_files  # noqa: E402
-from lit_gpt.utils import UserError, cli  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, load_json_records, run_prepare, source_files, prepare_cli  # noqa: E402
+from lit_gpt.utils import UserError  # noqa: E402
 
 REPO_ID = "openai/gsm8k"
 PATTERNS = ["train.jsonl", "main/train-*.parquet"]
@@ -58,6 +58,7 @@ def setup(
         repo_id: The Hugging Face dataset to download when no `source` is given (its parquet files need pyarrow).
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+            The starter guide's --destination_path is the same flag.
         answer_format: "raw" (the published solution) or "clean" (no calculator annotations, "The answer is N.").
         val_fraction: Fraction of records held out for validation.
         seed: Seed of the train/val shuffle.
@@ -71,4 +72,4 @@ def setup(
 
 
 if __name__ == "__main__":
-    cli(setup)
+    prepare_cli(setup)

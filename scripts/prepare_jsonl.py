@@ -8,8 +8,8 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, get_str, load_json_records, run_prepare, source_files  # noqa: E402
-from lit_gpt.utils import UserError, cli  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, get_str, load_json_records, run_prepare, source_files, prepare_cli  # noqa: E402
+from lit_gpt.utils import UserError  # noqa: E402
 
 PATTERNS = ["*.jsonl", "*.json", "*.jsonl.gz", "*.parquet"]
 ROLE_ALIASES = {"human": "user", "prompter": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
@@ -90,6 +90,7 @@ def setup(
         name: The source name recorded in records.jsonl and stats.json.
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+            The starter guide's --destination_path is the same flag.
         val_fraction: Fraction of records held out for validation.
         seed: Seed of the train/val shuffle.
         max_seq_length: Examples longer than this many tokens are truncated (and counted).
@@ -105,4 +106,4 @@ def setup(
 
 
 if __name__ == "__main__":
-    cli(setup)
+    prepare_cli(setup)

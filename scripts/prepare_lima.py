@@ -7,8 +7,7 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, load_json_records, run_prepare, source_files  # noqa: E402
-from lit_gpt.utils import cli  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, load_json_records, run_prepare, source_files, prepare_cli  # noqa: E402
 
 REPO_ID = "GAIR/lima"  # gated: accept its terms on the Hub and log in (huggingface-cli login) before downloading
 PATTERNS = ["train.jsonl"]
@@ -50,6 +49,7 @@ def setup(
         repo_id: The Hugging Face dataset to download when no `source` is given.
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+            The starter guide's --destination_path is the same flag.
         val_fraction: Fraction of records held out for validation.
         seed: Seed of the train/val shuffle.
         max_seq_length: Examples longer than this many tokens are truncated (and counted).
@@ -62,4 +62,4 @@ def setup(
 
 
 if __name__ == "__main__":
-    cli(setup)
+    prepare_cli(setup)

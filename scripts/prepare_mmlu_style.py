@@ -10,8 +10,7 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, run_prepare, source_files  # noqa: E402
-from lit_gpt.utils import cli  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, run_prepare, source_files, prepare_cli  # noqa: E402
 
 PATTERNS = ["*.csv"]
 LETTERS = "ABCDEFGHIJ"
@@ -88,6 +87,7 @@ def setup(
         repo_id: A Hugging Face dataset holding such CSVs, downloaded when no `source` is given.
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+            The starter guide's --destination_path is the same flag.
         with_subject: Start the prompt with HELM's "The following are multiple choice questions (with answers)
             about <subject>." line.
         val_fraction: Fraction of records held out for validation.
@@ -102,4 +102,4 @@ def setup(
 
 
 if __name__ == "__main__":
-    cli(setup)
+    prepare_cli(setup)

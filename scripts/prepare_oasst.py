@@ -12,8 +12,7 @@ from typing import Optional
 wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, iter_json_records, run_prepare, source_files  # noqa: E402
-from lit_gpt.utils import cli  # noqa: E402
+from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, iter_json_records, run_prepare, source_files, prepare_cli  # noqa: E402
 
 REPO_ID = "OpenAssistant/oasst1"
 PATTERNS = ["*.trees.jsonl.gz", "*.trees.jsonl", "*.jsonl", "*.jsonl.gz"]
@@ -155,6 +154,7 @@ def setup(
         repo_id: The Hugging Face dataset to download when no `source` is given.
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl and stats.json go.
+            The starter guide's --destination_path is the same flag.
         lang: Keep only trees whose prompt, and messages, are in this language (None: all languages).
         include_synthetic: Also use messages flagged synthetic (model-written).
         val_fraction: Fraction of records held out for validation.
@@ -169,4 +169,4 @@ def setup(
 
 
 if __name__ == "__main__":
-    cli(setup)
+    prepare_cli(setup)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import yaml
 
 from lit_gpt.config import Config
 from lit_gpt.data import write_shard
+from lit_gpt.lora import LoRAConfig, inject_lora, lora_layers, lora_state_dict
 from lit_gpt.model import GPT
+from lit_gpt.utils import load_checkpoint
 
 
 def make_checkpoint(path: Path, name: str = "tiny-llama", seed: int = 0, **overrides) -> Path:
@@ -44,3 +47,20 @@ def make_dataset(path: Path, n_train: int = 64, n_val: int = 16, **kw) -> Path:
     write_shard(make_examples(n_train, seed=1, **kw), path / "train-00000.pt")
     write_shard(make_examples(n_val, seed=2, **kw), path / "val-00000.pt")
     return path
+
+
+def fake_run(run_dir: Path, ckpt: Path, lora: LoRAConfig) -> tuple[Path, GPT]:
+    """A finetune/lora.py-style run dir with trained-looking LoRA weights; returns (lora file, the LoRA model)."""
+    config = Config.from_checkpoint(ckpt)
+    model = GPT(config)
+    load_checkpoint(model, ckpt / "lit_model.pth")
+    inject_lora(model, lora)
+    torch.manual_seed(3)
+    for layer in lora_layers(model):
+        torch.nn.init.normal_(layer.lora_B, std=0.05)
+    final = run_dir / "final"
+    final.mkdir(parents=True)
+    torch.save({"model": lora_state_dict(model)}, final / "lit_model.pth.lora")
+    hp = {"checkpoint_dir": str(ckpt), "lora": lora.asdict()}
+    (run_dir / "hparams.yaml").write_text(yaml.safe_dump(hp))
+    return final / "lit_model.pth.lora", model.eval()

@@ -35,8 +35,8 @@ def flags(ckpt, data, out, **extra):
     return [a for k, v in base.items() for a in (f"--{k}", str(v))]
 
 
-def run(args, **kw):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], env=ENV, capture_output=True, text=True, **kw)
+def run(args, env=ENV, **kw):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, **kw)
 
 
 def lora_weights(out: Path) -> dict:
@@ -129,6 +129,27 @@ def test_max_time_stops_inside_the_budget_with_a_usable_checkpoint(tiny, tmp_pat
     assert state["total_steps"] == state["step"]
     final = torch.load(tmp_path / "final" / "lit_model.pth.lora", weights_only=True)["model"]
     assert final and all(torch.isfinite(v).all() for v in final.values())
+
+
+@pytest.mark.parametrize("logger, pattern", [
+    ("wandb", "wandb/offline-run-*/run-*.wandb"),  # offline by default: no network, no account
+    ("tensorboard", "tensorboard/version_0/events.out.tfevents.*"),
+])
+def test_logger_writes_its_files(tiny, tmp_path, logger, pattern):
+    pytest.importorskip(logger if logger == "wandb" else "tensorboardX")
+    ckpt, data = tiny
+    env = {k: v for k, v in ENV.items() if not k.startswith("WANDB_")}
+    proc = run(flags(ckpt, data, tmp_path, max_steps=2, save_interval=10, logger_name=logger), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = list(tmp_path.glob(pattern))
+    assert files and files[0].stat().st_size > 0
+    if logger == "wandb":  # the run's records (what `wandb sync` uploads): its hyper-parameters and metrics
+        records = files[0].read_bytes()
+        assert b"lora_r" in records and b"tokens_per_sec" in records
+    assert list((tmp_path / "logs").glob("version_*/metrics.csv"))  # CSV is always written (loss.png)
+    # the starter guide's name for the final LoRA weights, beside final/
+    final = tmp_path / "final" / "lit_model.pth.lora"
+    assert (tmp_path / "lit_model_lora_finetuned.pth").read_bytes() == final.read_bytes()
 
 
 def test_user_errors_are_one_line(tiny, tmp_path):

@@ -4,34 +4,16 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
 import yaml
 
 from lit_gpt.config import Config
-from lit_gpt.lora import LoRAConfig, inject_lora, lora_layers, lora_state_dict
+from lit_gpt.lora import LoRAConfig
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError, check_valid_checkpoint_dir, load_checkpoint
 from scripts.merge_lora import setup as merge
-from tests.lora_fixtures import make_checkpoint
+from tests.lora_fixtures import fake_run, make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fake_run(run_dir: Path, ckpt: Path, lora: LoRAConfig) -> tuple[Path, GPT]:
-    """A finetune/lora.py-style run dir with trained-looking LoRA weights; returns (lora file, the LoRA model)."""
-    config = Config.from_checkpoint(ckpt)
-    model = GPT(config)
-    load_checkpoint(model, ckpt / "lit_model.pth")
-    inject_lora(model, lora)
-    torch.manual_seed(3)
-    for layer in lora_layers(model):
-        nn.init.normal_(layer.lora_B, std=0.05)
-    final = run_dir / "final"
-    final.mkdir(parents=True)
-    torch.save({"model": lora_state_dict(model)}, final / "lit_model.pth.lora")
-    hp = {"checkpoint_dir": str(ckpt), "lora": lora.asdict()}
-    (run_dir / "hparams.yaml").write_text(yaml.safe_dump(hp))
-    return final / "lit_model.pth.lora", model.eval()
 
 
 @pytest.mark.parametrize("tied", [False, True])

@@ -253,3 +253,21 @@ def test_download_without_network_names_the_way_out(tmp_path, monkeypatch):
         prepare_dolly.setup(checkpoint_dir=tmp_path, out_dir=tmp_path / "out")
     with pytest.raises(UserError, match="does not exist"):
         prepare_dolly.setup(source=tmp_path / "missing.jsonl", checkpoint_dir=tmp_path, out_dir=tmp_path / "out")
+
+
+def test_destination_path_is_out_dir():
+    """The starter guide's `--destination_path` names --out_dir, in both spellings, for every prepare script."""
+    from scripts.prepare_common import prepare_cli
+
+    def setup(out_dir: Path = Path("default")) -> Path:
+        """Args:
+        out_dir: where it goes.
+        """
+        return out_dir
+
+    assert prepare_cli(setup, ["--destination_path", "data/a"]) == Path("data/a")
+    assert prepare_cli(setup, ["--destination_path=data/b"]) == Path("data/b")
+    assert prepare_cli(setup, ["--out_dir", "data/c"]) == Path("data/c")
+    for module in (prepare_cnn_dailymail, prepare_dolly, prepare_flan, prepare_gsm8k, prepare_jsonl, prepare_lima,
+                   prepare_mmlu_style, prepare_oasst):
+        assert "prepare_cli(setup)" in Path(module.__file__).read_text(), module.__name__
