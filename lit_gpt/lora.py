@@ -13,8 +13,9 @@ ordinary `GPT` state dict after `merge_lora`.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -84,6 +85,7 @@ class LoRALinear(nn.Module):
             torch.empty(sum(p for p, e in zip(self.parts, self.enabled) if e), r, device=weight.device, dtype=dtype)
         )
         self.merged = False
+        self.disabled = False  # set by `lora_disabled`: the base layer alone (a DPO reference without a second copy)
         self.reset_lora_parameters()
 
     def reset_lora_parameters(self) -> None:
@@ -106,7 +108,7 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(x)
-        if self.merged:
+        if self.merged or self.disabled:
             return y
         after_a = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)
         pieces = self._delta_parts(after_a)
@@ -191,6 +193,19 @@ def inject_lora(model: nn.Module, lora: LoRAConfig) -> nn.Module:
 
 def lora_layers(model: nn.Module) -> list[LoRALinear]:
     return [m for m in model.modules() if isinstance(m, LoRALinear)]
+
+
+@contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Runs `model` as its base model: every unmerged LoRA layer skips its update inside the block."""
+    layers = [m for m in lora_layers(model) if not m.merged]
+    for m in layers:
+        m.disabled = True
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.disabled = False
 
 
 def lora_filter(key: str, value: Any = None) -> bool:

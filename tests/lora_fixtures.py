@@ -44,3 +44,23 @@ def make_dataset(path: Path, n_train: int = 64, n_val: int = 16, **kw) -> Path:
     write_shard(make_examples(n_train, seed=1, **kw), path / "train-00000.pt")
     write_shard(make_examples(n_val, seed=2, **kw), path / "val-00000.pt")
     return path
+
+
+def make_preference_dataset(path: Path, n_train: int = 32, n_val: int = 8, vocab: int = 256) -> Path:
+    """Pairs as scripts/prepare_preferences.py writes them (chosen at 2i, rejected at 2i+1): a random prompt, chosen
+    reply = each prompt token + 1, rejected reply = random tokens; labels only on the reply."""
+    import json
+
+    path.mkdir(parents=True, exist_ok=True)
+    for split, n, seed in (("train", n_train, 1), ("val", n_val, 2)):
+        g = torch.Generator().manual_seed(seed)
+        examples = []
+        for _ in range(n):
+            k = int(torch.randint(3, 9, (1,), generator=g))
+            prompt = torch.randint(1, vocab - 1, (k,), generator=g)
+            for reply in (prompt + 1, torch.randint(1, vocab, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g)):
+                examples.append({"input_ids": torch.cat((prompt, reply)),
+                                 "labels": torch.cat((torch.full((k,), -100), reply))})
+        write_shard(examples, path / f"{split}-00000.pt")
+    (path / "stats.json").write_text(json.dumps({"kind": "preferences"}))
+    return path
