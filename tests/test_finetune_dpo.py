@@ -120,3 +120,13 @@ def test_user_errors_are_one_line(tiny, tmp_path):
     assert "not a preference dataset" in proc.stderr or "stats.json" in proc.stderr
     proc = run(flags(ckpt, pairs, tmp_path, beta=0))
     assert proc.returncode == 2 and "--beta 0" in proc.stderr
+
+
+@pytest.mark.parametrize("loss, quantize", [("orpo", "bnb.nf4-dq"), ("ipo", None)])
+def test_other_losses_and_qlora_train(tiny, tmp_path, loss, quantize):
+    ckpt, pairs = tiny
+    extra = {"quantize": quantize} if quantize else {}
+    proc = run(flags(ckpt, pairs, tmp_path, max_steps=3, loss=loss, save_interval=10, **extra))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"loss {loss}" in proc.stdout and ("reference None" if loss == "orpo" else "reference adapters_off") in proc.stdout
+    assert any(v.abs().sum() > 0 for k, v in lora_weights(tmp_path).items() if "lora_B" in k)
