@@ -32,7 +32,7 @@ from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable  #
 from lit_gpt.model import Block, packed_attention  # noqa: E402
 from lit_gpt.quantize import QUANTIZE_MODES, build_model  # noqa: E402
 from lit_gpt import training  # noqa: E402
-from lit_gpt.training import LORA_FILENAME  # noqa: E402
+from lit_gpt.training import HPARAMS_FILENAME, LORA_FILENAME, STATE_FILENAME  # noqa: E402, F401  (names kept for callers)
 from lit_gpt.utils import (  # noqa: E402
     CHECKPOINT_FILENAME,
     PRECISION_TO_DTYPE,
