@@ -236,7 +236,8 @@ def main(fabric, hp: dict, t0: float) -> torch.nn.Module:
 
     # ------------------------------------------------------------------ data
     config = Config.from_checkpoint(checkpoint_dir)
-    max_seq_length = min(hp["max_seq_length"] or config.block_size, config.block_size)
+    longest = int(SplitDataset(hp["data_dir"], "train").lengths().max())
+    max_seq_length = min(hp["max_seq_length"] or longest, config.block_size)
     train = Pairs(hp["data_dir"], "train", max_seq_length, hp["max_prompt_length"])
     val = Pairs(hp["data_dir"], "val", train.max_seq_length, hp["max_prompt_length"]) if shard_paths(hp["data_dir"], "val") else None
     if train.dropped:
