@@ -1,4 +1,5 @@
-"""Training-step throughput and peak memory: our LoRA / QLoRA against HF transformers + peft, same shape.
+"""Training-step throughput and peak memory: our LoRA / QLoRA against HF transformers + peft, same shape; our DPO
+step (finetune/dpo.py's) against TRL's DPOTrainer (`--modes dpo`).
 
     python bench/finetune.py                                   # CPU, SmolLM2-135M shape, fp32
     python bench/finetune.py --device cuda --shape mistral-7b --seq_len 2048 --batch_size 1   # a GPU, bf16
@@ -9,6 +10,9 @@ the same batch of random tokens, AdamW on the LoRA weights, and a full step (for
 backward, optimizer step). Contenders alternate round by round in one process so machine load hits them alike;
 tokens/s is the median over rounds. Peak memory: on CUDA, what a contender allocates for its model and its steps;
 on CPU, the peak RSS of a fresh subprocess that builds the contender and runs two steps.
+A DPO step: `--batch_size` pairs of `--seq_len` tokens a side (prompt `--prompt_fraction`), the policy's forward and
+backward on both sides, the reference's forward with the adapters switched off (TRL: PEFT's disabled adapter), the
+sigmoid loss (beta 0.1) and AdamW; TRL's step is its own `DPOTrainer._compute_loss`, on the same LoRA.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ loss_sum = _finetune_lora.loss_sum
 SHAPES = {"smollm2-135m": "SmolLM2-135M", "mistral-7b": "Mistral-7B-v0.1", "llama-2-13b": "Llama-2-13b-hf",
           "qwen-14b": "Qwen-14B", "tiny-llama": "tiny-llama"}
 LORA = dict(r=8, alpha=16, dropout=0.05)
+BETA = 0.1
 
 
 def hf_config(config: Config):
@@ -115,6 +120,63 @@ def build_hf(config: Config, device: str, dtype: torch.dtype, quantize: str | No
     return model.train()
 
 
+def build_trl(config: Config, device: str, dtype: torch.dtype, quantize: str | None, ckpt: bool = False):
+    """TRL's DPOTrainer on the HF model with the same LoRA (its reference: the model with the adapter disabled)."""
+    import transformers
+    from datasets import Dataset
+    from peft import LoraConfig
+    from tokenizers import Tokenizer, models
+    from trl import DPOConfig, DPOTrainer
+
+    torch.manual_seed(0)
+    hf_cfg = hf_config(config)
+    hf_cfg._attn_implementation = "sdpa"
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype)
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"<pad>": 0, "<eos>": 1}, unk_token="<pad>")),
+        pad_token="<pad>", eos_token="<eos>")
+    args = DPOConfig(output_dir="/tmp/bench_trl", beta=BETA, loss_type=["sigmoid"], report_to="none",
+                     use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, gradient_checkpointing=ckpt)
+    trainer = DPOTrainer(model=model, args=args, processing_class=tok,
+                         train_dataset=Dataset.from_dict({"prompt": ["a"], "chosen": [" b"], "rejected": [" c"]}),
+                         peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                                                target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    trainer.model.train()
+    return trainer
+
+
+def make_dpo_step(name: str, model, batch: torch.Tensor, prompt_fraction: float):
+    """One DPO step on `batch` (2B rows: chosen, then rejected; targets -100 on the prompt)."""
+    from lit_gpt.preference import preference_loss, reference_logps, sequence_logps
+
+    inputs, targets = batch[:, :-1], batch[:, 1:].clone()
+    targets[:, : int(prompt_fraction * targets.shape[1])] = -100
+    if name == "ours":
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        data = {"input_ids": inputs, "targets": targets}
+
+        def step() -> None:
+            logps, n = sequence_logps(model, data, inputs.device)
+            loss = preference_loss("sigmoid", BETA, logps, n, reference_logps(model, data, inputs.device))[0].mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+    trainer = model
+    opt = torch.optim.AdamW([p for p in trainer.model.parameters() if p.requires_grad], lr=1e-4)
+    completion = torch.cat((torch.zeros_like(inputs[:, :1]), (targets != -100).long()), dim=1)  # token t is a reply
+    data = {"input_ids": batch, "attention_mask": torch.ones_like(batch), "completion_mask": completion}
+
+    def step() -> None:
+        trainer._compute_loss(trainer.model, data, return_outputs=False).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def make_step(name: str, model, batch: torch.Tensor, prompt_fraction: float = 0.0):
     """One training step. The first `prompt_fraction` of each sequence is prompt (target -100), as in instruction
     data: our step runs the LM head only where there is a target (as finetune/lora.py does), HF computes every
@@ -148,13 +210,19 @@ def probe_memory(args) -> None:
     config = Config.from_name(SHAPES[args.shape])
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
     name, mode = args.probe.split(":")
-    quantize = None if mode == "lora" else args.quantize
-    model = (build_ours if name == "ours" else build_hf)(config, args.device, dtype, quantize, args.gradient_checkpointing)
-    batch = torch.randint(0, config.vocab_size, (args.batch_size, args.seq_len + 1), device=args.device)
-    step = make_step(name, model, batch, args.prompt_fraction)
+    quantize = None if mode in ("lora", "dpo") else args.quantize
+    (_, build), = [(n, b) for n, b in contenders_of(mode) if n.startswith(name)]
+    model = build(config, args.device, dtype, quantize, args.gradient_checkpointing)
+    rows = args.batch_size * (2 if mode == "dpo" else 1)
+    batch = torch.randint(0, config.vocab_size, (rows, args.seq_len + 1), device=args.device)
+    step = (make_dpo_step if mode == "dpo" else make_step)(name, model, batch, args.prompt_fraction)
     for _ in range(2):
         step()
     print(json.dumps({"peak_rss_bytes": peak_rss_bytes()}))
+
+
+def contenders_of(mode: str) -> tuple:
+    return (("ours", build_ours), ("trl", build_trl)) if mode == "dpo" else (("ours", build_ours), ("hf+peft", build_hf))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -167,7 +235,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seq_len", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median counts")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per contender per round")
-    parser.add_argument("--modes", default="lora,qlora", help="comma-separated: lora, qlora")
+    parser.add_argument("--modes", default="lora,qlora", help="comma-separated: lora, qlora, dpo")
     parser.add_argument("--quantize", default="bnb.nf4", help="QLoRA mode for both sides")
     parser.add_argument("--prompt_fraction", type=float, default=0.0,
                         help="share of each sequence that is prompt (no loss); GSM8K chat data: about 0.4")
@@ -189,22 +257,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     config = Config.from_name(SHAPES[args.shape])
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
-    tokens = args.batch_size * args.seq_len
     print(f"shape {args.shape} ({config.name}), device {args.device}, {dtype}, batch {args.batch_size} x "
           f"{args.seq_len} tokens ({args.prompt_fraction:.0%} prompt), {torch.get_num_threads()} threads, "
           f"LoRA r={LORA['r']} on q,v")
     results = []
     for mode in args.modes.split(","):
-        quantize = None if mode == "lora" else args.quantize
-        batch = torch.randint(0, config.vocab_size, (args.batch_size, args.seq_len + 1), device=args.device)
+        quantize = None if mode in ("lora", "dpo") else args.quantize
+        rows = args.batch_size * (2 if mode == "dpo" else 1)  # DPO: a chosen and a rejected row per pair
+        batch = torch.randint(0, config.vocab_size, (rows, args.seq_len + 1), device=args.device)
         contenders, memory = {}, {}
-        for name, build in (("ours", build_ours), ("hf+peft", build_hf)):
+        for name, build in contenders_of(mode):
             if args.device == "cuda":
                 gc.collect()
                 torch.cuda.empty_cache()
                 before = torch.cuda.memory_allocated()
             model = build(config, args.device, dtype, quantize, args.gradient_checkpointing)
-            step = make_step(name, model, batch, args.prompt_fraction)
+            step = (make_dpo_step if mode == "dpo" else make_step)(name, model, batch, args.prompt_fraction)
             step()  # warm-up (allocator, kernels, optimizer state)
             sync(args.device)
             if args.device == "cuda":
@@ -232,25 +300,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     step()
                 sync(args.device)
                 times[name].append((time.perf_counter() - t) / args.steps)
-            print(f"  {mode} round {r + 1}: " + ", ".join(f"{n} {tokens / t[-1]:.0f} tok/s" for n, t in times.items()))
+            print(f"  {mode} round {r + 1}: " + ", ".join(f"{n} {rows * args.seq_len / t[-1]:.0f} tok/s"
+                                                          for n, t in times.items()))
+        names = list(contenders)
         del contenders, model, step
         gc.collect()
         if args.device == "cuda":
             torch.cuda.empty_cache()
         if args.device == "cpu" and not args.no_memory_probe:
-            for name in ("ours", "hf+peft"):
-                cmd = [sys.executable, __file__, "--probe", f"{'ours' if name == 'ours' else 'hf'}:{mode}",
+            for name in names:
+                cmd = [sys.executable, __file__, "--probe", f"{'hf' if name == 'hf+peft' else name}:{mode}",
                        "--shape", args.shape, "--device", "cpu", "--batch_size", str(args.batch_size),
                        "--seq_len", str(args.seq_len), "--quantize", args.quantize, "--threads", str(args.threads)]
                 cmd += ["--gradient_checkpointing"] if args.gradient_checkpointing else []
                 cmd += ["--prompt_fraction", str(args.prompt_fraction)]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
                 memory[name] = json.loads(out.strip().splitlines()[-1])["peak_rss_bytes"]
-        for name in ("ours", "hf+peft"):
+        other = [n for n in names if n != "ours"][0]
+        for name in ("ours", other):
             med = statistics.median(times[name])
-            results.append((mode if not quantize else f"qlora ({quantize})", name, tokens / med, memory.get(name)))
-        speedup = statistics.median(times["hf+peft"]) / statistics.median(times["ours"])
-        print(f"  {mode}: ours / hf+peft speed = {speedup:.2f}x")
+            results.append((mode if not quantize else f"qlora ({quantize})", name, rows * args.seq_len / med,
+                            memory.get(name)))
+        speedup = statistics.median(times[other]) / statistics.median(times["ours"])
+        print(f"  {mode}: ours / {other} speed = {speedup:.2f}x")
 
     print("\n| mode | contender | tokens/s (median) | peak memory |")
     print("|---|---|---:|---:|")

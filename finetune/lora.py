@@ -13,8 +13,8 @@ model and writes `OUT/step-NNNNNN/` checkpoints (LoRA weights, optimizer, schedu
 from __future__ import annotations
 
 import csv
-import math
 import os
+import math
 import sys
 import time
 from pathlib import Path
@@ -22,7 +22,6 @@ from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
 wd = Path(__file__).parent.parent.resolve()
@@ -31,16 +30,11 @@ sys.path.append(str(wd))
 from lit_gpt.batching import length_grouped_batches, pack_collate, packed_batches, pad_collate, truncate  # noqa: E402
 from lit_gpt.config import Config  # noqa: E402
 from lit_gpt.data import SplitDataset, shard_paths  # noqa: E402
-from lit_gpt.lora import (  # noqa: E402
-    LoRAConfig,
-    inject_lora,
-    load_lora_state_dict,
-    lora_filter,
-    mark_only_lora_as_trainable,
-)
+from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable  # noqa: E402
 from lit_gpt.model import Block, packed_attention  # noqa: E402
 from lit_gpt.quantize import QUANTIZE_MODES, build_model  # noqa: E402
 from lit_gpt import training  # noqa: E402
+from lit_gpt.training import HPARAMS_FILENAME, LORA_FILENAME, STATE_FILENAME  # noqa: E402, F401  (names kept for callers)
 from lit_gpt.utils import (  # noqa: E402
     CHECKPOINT_FILENAME,
     PRECISION_TO_DTYPE,
@@ -52,10 +46,8 @@ from lit_gpt.utils import (  # noqa: E402
     num_parameters,
 )
 
-LORA_FILENAME = "lit_model.pth.lora"
+# The starter guide's name for the final LoRA weights, beside final/ (merge_lora.py finds OUT/hparams.yaml next to it).
 FINAL_LORA_FILENAME = "lit_model_lora_finetuned.pth"
-STATE_FILENAME = "state.pt"
-HPARAMS_FILENAME = "hparams.yaml"
 # Flags that must not change when resuming, or the continuation would not be the same run.
 RESUME_INVARIANTS = (
     "checkpoint_dir", "data_dir", "quantize", "seed", "micro_batch_size", "global_batch_size", "packing",
@@ -209,35 +201,12 @@ def main(fabric, hp: dict, t0: float) -> torch.nn.Module:
     checkpoint_dir = Path(hp["checkpoint_dir"])
     rank, world = fabric.global_rank, fabric.world_size
     grad_accum = hp["global_batch_size"] // (hp["micro_batch_size"] * world)
-    budget = training.parse_duration(hp["max_time"]) if hp["max_time"] else None
+    clock = training.RunClock(hp["max_time"], t0)
     device = fabric.device
     dtype = PRECISION_TO_DTYPE[hp["precision"]]
 
     # ------------------------------------------------------------------ resume: find the checkpoint, check flags
-    resume_dir = None
-    if hp["resume"] == "auto":
-        found = training.complete_checkpoints(out_dir, (LORA_FILENAME, STATE_FILENAME))
-        resume_dir = found[-1][1] if found else None
-        if resume_dir is None:
-            fabric.print(f"--resume auto: no checkpoint in {out_dir}, starting from scratch")
-    elif hp["resume"]:
-        resume_dir = Path(hp["resume"])
-    if fabric.global_rank == 0:
-        removed = training.remove_stale_staging(out_dir)
-        if removed:
-            fabric.print(f"removed {len(removed)} partial checkpoint(s) left by a killed run")
-    fabric.barrier()
-    if resume_dir is not None:
-        saved = yaml.safe_load((resume_dir / HPARAMS_FILENAME).read_text()) if (resume_dir / HPARAMS_FILENAME).is_file() else {}
-        changed = [k for k in RESUME_INVARIANTS if k in saved and saved[k] != hp[k]]
-        if changed:
-            raise UserError(
-                f"--resume {resume_dir}: flags differ from the saved run: "
-                + ", ".join(f"{k}={hp[k]!r} (was {saved[k]!r})" for k in changed)
-            )
-    if rank == 0:
-        with atomic_path(out_dir / HPARAMS_FILENAME) as tmp:
-            tmp.write_text(yaml.safe_dump(hp, sort_keys=False))
+    resume_dir = training.find_resume_dir(fabric, hp, out_dir, RESUME_INVARIANTS)
 
     # ------------------------------------------------------------------ data
     train_data = SplitDataset(hp["data_dir"], "train")
@@ -300,25 +269,14 @@ def main(fabric, hp: dict, t0: float) -> torch.nn.Module:
     # ------------------------------------------------------------------ state
     state = {"step": 0, "epoch": 0, "batch_idx": 0, "total_steps": max_steps, "elapsed": 0.0}
     if resume_dir is not None:
-        load_lora_state_dict(model.module if hasattr(model, "module") else model,
-                             torch.load(resume_dir / LORA_FILENAME, weights_only=True)["model"],
-                             f"{resume_dir / LORA_FILENAME}")
-        saved = fabric.load(resume_dir / STATE_FILENAME, {"optimizer": opt}, strict=False, weights_only=False)
-        for k in state:
-            state[k] = saved[k]
-        training.restore_rng_state(saved["rng"][rank])
+        training.load_checkpoint(fabric, resume_dir, model, opt, state)
         plan = epoch_plan(state["epoch"])
         fabric.print(f"resumed from {resume_dir} at step {state['step']} (epoch {state['epoch']})")
     else:
         fabric.seed_everything(hp["seed"] + rank)  # dropout/NEFTune noise differ per rank
 
-    run_start = time.perf_counter()
-    prev_elapsed = state["elapsed"] if resume_dir is not None else 0.0
-    setup_time = run_start - t0
-
-    def elapsed() -> float:
-        return prev_elapsed + setup_time + (time.perf_counter() - run_start)
-
+    clock.start(state["step"], state["elapsed"] if resume_dir is not None else 0.0)
+    elapsed = clock.elapsed
     raw_model = model.module if hasattr(model, "module") else model
     tokenizer = load_tokenizer(checkpoint_dir)
     val_batches = make_val_batches(val_data, hp["micro_batch_size"], hp["eval_iters"], max_seq_length)
@@ -338,63 +296,33 @@ def main(fabric, hp: dict, t0: float) -> torch.nn.Module:
         fabric.barrier()
         return loss
 
-    save_time = [0.0]  # the last checkpoint's duration, for the time budget's reserve
-
     def save(final: bool = False) -> None:
-        t = time.perf_counter()
         state["elapsed"] = elapsed()
-        rng = [training.capture_rng_state()]
-        if world > 1:
-            gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, rng[0])
-            rng = gathered
-        target = training.step_dir(out_dir, state["step"])
-        tmp = training.staging_dir(target) if rank == 0 else None
-        tmp = Path(fabric.broadcast(str(tmp)))
-        fabric.save(tmp / LORA_FILENAME, {"model": model}, filter={"model": lora_filter})
-        fabric.save(tmp / STATE_FILENAME, {"optimizer": opt, "rng": rng, "hparams": hp, **state})
-        if rank == 0:
-            with atomic_path(tmp / HPARAMS_FILENAME) as h:
-                h.write_text(yaml.safe_dump(hp, sort_keys=False))
-            training.commit_dir(tmp, target)
-            if final:
-                final_dir = out_dir / "final"
-                ftmp = training.staging_dir(final_dir)
-                for name in (LORA_FILENAME, HPARAMS_FILENAME):
-                    os.link(target / name, ftmp / name)
-                training.commit_dir(ftmp, final_dir)
-                # The starter guide's name for the final LoRA weights (merge_lora.py finds OUT/hparams.yaml beside it)
-                guide = out_dir / FINAL_LORA_FILENAME
-                link = guide.with_name(f".{guide.name}.tmp")
-                link.unlink(missing_ok=True)
-                os.link(final_dir / LORA_FILENAME, link)
-                os.replace(link, guide)
-        fabric.barrier()
-        save_time[0] = time.perf_counter() - t
+        clock.save_time = training.save_checkpoint(fabric, out_dir, model, opt, state, hp, final)
+        if final and rank == 0:
+            guide = out_dir / FINAL_LORA_FILENAME
+            link = guide.with_name(f".{guide.name}.tmp")
+            link.unlink(missing_ok=True)
+            os.link(out_dir / "final" / LORA_FILENAME, link)
+            os.replace(link, guide)
 
     # ------------------------------------------------------------------ train
-    initial_val, eval_time = None, [0.0]
+    initial_val = None
     if resume_dir is None and val_batches:
         t = time.perf_counter()
         initial_val = evaluate()
-        eval_time[0] = time.perf_counter() - t
+        clock.eval_time = time.perf_counter() - t
     model.train()
     pbar = tqdm(total=state["total_steps"], initial=state["step"], disable=rank != 0, desc="lora", dynamic_ncols=True)
-    start_step = state["step"]
-    first_step_time, t_first = None, None  # step times are measured after the first (longest) step
     tokens_since_log, t_log = 0, time.perf_counter()
     loss_since_log, n_since_log = 0.0, 0
-    if budget is not None and elapsed() + eval_time[0] + 1.0 > budget:
+    if clock.no_time_for_a_step():
         fabric.print(f"--max_time {hp['max_time']}: no time left for a training step")
         state["total_steps"] = state["step"]
     while state["step"] < state["total_steps"]:
         # the time budget: re-plan the total so the schedule ends on time; stop once no further step fits
-        if budget is not None and first_step_time is not None:
-            done = state["step"] - start_step
-            step_time = first_step_time if done == 1 else (time.perf_counter() - t_first) / (done - 1)
-            # the final eval and checkpoint, with slack for a slower machine at the end
-            reserve = 2 * save_time[0] + 2 * eval_time[0] + 1.0 + min(0.02 * budget, 300.0)
-            total = training.plan_total_steps(state["step"], elapsed(), step_time, budget, reserve, max_steps)
+        total = clock.plan(state["step"], max_steps)
+        if total is not None:
             total = int(fabric.broadcast(total))
             if total != state["total_steps"]:
                 state["total_steps"] = total
@@ -403,7 +331,7 @@ def main(fabric, hp: dict, t0: float) -> torch.nn.Module:
             if state["step"] >= total:
                 fabric.print(f"--max_time {hp['max_time']}: stopping at step {state['step']} to save in time")
                 break
-        t_step = time.perf_counter()
+        clock.step_started()
         if state["batch_idx"] + grad_accum > len(plan):
             state["epoch"] += 1
             state["batch_idx"] = 0
@@ -428,9 +356,7 @@ def main(fabric, hp: dict, t0: float) -> torch.nn.Module:
         tokens_since_log += sum(int(m["num_tokens"]) for m in micro) * world
         loss_since_log += step_loss
         n_since_log += 1
-        if first_step_time is None:
-            t_first = time.perf_counter()
-            first_step_time = t_first - t_step
+        clock.step_done()
 
         if state["step"] % hp["log_interval"] == 0:
             dt = time.perf_counter() - t_log
@@ -448,7 +374,7 @@ def main(fabric, hp: dict, t0: float) -> torch.nn.Module:
         if hp["eval_interval"] and state["step"] % hp["eval_interval"] == 0 and not last:
             t = time.perf_counter()
             evaluate()
-            eval_time[0] = time.perf_counter() - t
+            clock.eval_time = time.perf_counter() - t
             model.train()
         if state["step"] % hp["save_interval"] == 0 and not last:
             save()

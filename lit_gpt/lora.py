@@ -13,6 +13,7 @@ ordinary `GPT` state dict after `merge_lora`.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterator, Optional
@@ -22,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lit_gpt.config import Config
+from lit_gpt.training import HPARAMS_FILENAME
 
 
 @dataclass
@@ -85,6 +87,7 @@ class LoRALinear(nn.Module):
             torch.empty(sum(p for p, e in zip(self.parts, self.enabled) if e), r, device=weight.device, dtype=dtype)
         )
         self.merged = False
+        self.disabled = False  # set by `lora_disabled`: the base layer alone (a DPO reference without a second copy)
         self.reset_lora_parameters()
 
     def reset_lora_parameters(self) -> None:
@@ -105,7 +108,7 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(x)
-        if self.merged:
+        if self.merged or self.disabled:
             return y
         x = self.dropout(x).to(self.lora_A.dtype)
         # One A and B product per part, as separate q/k/v projections compute it (so PEFT gives the same numbers).
@@ -184,6 +187,19 @@ def lora_layers(model: nn.Module) -> list[LoRALinear]:
     return [m for m in model.modules() if isinstance(m, LoRALinear)]
 
 
+@contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Runs `model` as its base model: every unmerged LoRA layer skips its update inside the block."""
+    layers = [m for m in lora_layers(model) if not m.merged]
+    for m in layers:
+        m.disabled = True
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.disabled = False
+
+
 def lora_filter(key: str, value: Any = None) -> bool:
     """True for LoRA parameter names (the signature of Fabric's `save(..., filter=...)`)."""
     return "lora_" in key
@@ -241,8 +257,6 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         out[k.replace(".linear.", ".")] = v
     return out
 
-
-HPARAMS_FILENAME = "hparams.yaml"
 
 
 def find_hparams(lora_path: Path) -> Path:

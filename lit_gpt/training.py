@@ -1,5 +1,5 @@
 """Helpers the training scripts share: LR schedule, time budget, a frozen head's chunked loss, RNG state, checkpoint
-directories, throughput."""
+directories and the resume / save / load of a LoRA run's checkpoints, throughput."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import random
 import re
 import resource
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from lit_gpt.utils import UserError
+from lit_gpt.utils import UserError, atomic_path
 
 STEP_DIR_RE = re.compile(r"^step-(\d{6,})$")
 
@@ -194,6 +195,131 @@ def remove_stale_staging(out_dir: Path) -> list[Path]:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
                 removed.append(p)
     return removed
+
+
+# ----------------------------------------------------------------------------- a LoRA run: resume, save, load, clock
+# finetune/lora.py and finetune/dpo.py write the same checkpoints: OUT/step-NNNNNN/{LoRA weights, optimizer + schedule +
+# RNG + data position, hparams.yaml}, each dir committed in one rename, and OUT/final/ with the last one's weights.
+LORA_FILENAME = "lit_model.pth.lora"
+STATE_FILENAME = "state.pt"
+HPARAMS_FILENAME = "hparams.yaml"
+
+
+def find_resume_dir(fabric: Any, hp: dict, out_dir: Path, invariants: tuple[str, ...]) -> Optional[Path]:
+    """The checkpoint to continue from (`hp["resume"]`: "auto" for the latest complete one in out_dir, or a dir),
+    after removing what a killed run left half-written and checking that the flags in `invariants` are those of the
+    saved run (a UserError names the ones that differ). Then writes OUT/hparams.yaml."""
+    import yaml
+
+    resume_dir = None
+    if hp["resume"] == "auto":
+        found = complete_checkpoints(out_dir, (LORA_FILENAME, STATE_FILENAME))
+        resume_dir = found[-1][1] if found else None
+        if resume_dir is None:
+            fabric.print(f"--resume auto: no checkpoint in {out_dir}, starting from scratch")
+    elif hp["resume"]:
+        resume_dir = Path(hp["resume"])
+    if fabric.global_rank == 0:
+        removed = remove_stale_staging(out_dir)
+        if removed:
+            fabric.print(f"removed {len(removed)} partial checkpoint(s) left by a killed run")
+    fabric.barrier()
+    if resume_dir is not None:
+        saved = yaml.safe_load((resume_dir / HPARAMS_FILENAME).read_text()) if (resume_dir / HPARAMS_FILENAME).is_file() else {}
+        changed = [k for k in invariants if k in saved and saved[k] != hp[k]]
+        if changed:
+            raise UserError(
+                f"--resume {resume_dir}: flags differ from the saved run: "
+                + ", ".join(f"{k}={hp[k]!r} (was {saved[k]!r})" for k in changed)
+            )
+    if fabric.global_rank == 0:
+        with atomic_path(out_dir / HPARAMS_FILENAME) as tmp:
+            tmp.write_text(yaml.safe_dump(hp, sort_keys=False))
+    return resume_dir
+
+
+def save_checkpoint(fabric: Any, out_dir: Path, model: torch.nn.Module, optimizer: Any, state: dict, hp: dict,
+                    final: bool = False) -> float:
+    """Writes OUT/step-NNNNNN (`state["step"]`) through a staging dir committed in one rename, so a killed run leaves
+    either the whole checkpoint or none; `final` also (re)links OUT/final. Returns the seconds it took."""
+    import yaml
+
+    from lit_gpt.lora import lora_filter
+
+    t = time.perf_counter()
+    rank, world = fabric.global_rank, fabric.world_size
+    rng = [capture_rng_state()]
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, rng[0])
+        rng = gathered
+    target = step_dir(out_dir, state["step"])
+    tmp = staging_dir(target) if rank == 0 else None
+    tmp = Path(fabric.broadcast(str(tmp)))
+    fabric.save(tmp / LORA_FILENAME, {"model": model}, filter={"model": lora_filter})
+    fabric.save(tmp / STATE_FILENAME, {"optimizer": optimizer, "rng": rng, "hparams": hp, **state})
+    if rank == 0:
+        with atomic_path(tmp / HPARAMS_FILENAME) as h:
+            h.write_text(yaml.safe_dump(hp, sort_keys=False))
+        commit_dir(tmp, target)
+        if final:
+            final_dir = out_dir / "final"
+            ftmp = staging_dir(final_dir)
+            for name in (LORA_FILENAME, HPARAMS_FILENAME):
+                os.link(target / name, ftmp / name)
+            commit_dir(ftmp, final_dir)
+    fabric.barrier()
+    return time.perf_counter() - t
+
+
+def load_checkpoint(fabric: Any, resume_dir: Path, model: torch.nn.Module, optimizer: Any, state: dict) -> None:
+    """Restores a `save_checkpoint` dir: LoRA weights, optimizer, the keys of `state` and this rank's RNG."""
+    from lit_gpt.lora import load_lora_state_dict
+
+    load_lora_state_dict(getattr(model, "module", model),
+                         torch.load(resume_dir / LORA_FILENAME, weights_only=True)["model"], f"{resume_dir / LORA_FILENAME}")
+    saved = fabric.load(resume_dir / STATE_FILENAME, {"optimizer": optimizer}, strict=False, weights_only=False)
+    for k in state:
+        state[k] = saved[k]
+    restore_rng_state(saved["rng"][fabric.global_rank])
+
+
+class RunClock:
+    """--max_time bookkeeping: seconds used by the run (setup and earlier, resumed runs included), the measured step
+    time, and how many optimizer steps still fit once the final evaluation and checkpoint are reserved for."""
+
+    def __init__(self, max_time: Optional[str], t0: float) -> None:
+        self.budget = parse_duration(max_time) if max_time else None
+        self.t0 = t0
+        self.save_time = self.eval_time = 0.0  # the last checkpoint's and evaluation's durations, for the reserve
+        self.first_step_time: Optional[float] = None  # step times are measured after the first (longest) step
+
+    def start(self, step: int, prev_elapsed: float) -> None:
+        self.run_start, self.prev_elapsed, self.start_step = time.perf_counter(), prev_elapsed, step
+
+    def elapsed(self) -> float:
+        return self.prev_elapsed + (self.run_start - self.t0) + (time.perf_counter() - self.run_start)
+
+    def no_time_for_a_step(self) -> bool:
+        return self.budget is not None and self.elapsed() + self.eval_time + 1.0 > self.budget
+
+    def step_started(self) -> None:
+        self.t_step = time.perf_counter()
+
+    def step_done(self) -> None:
+        if self.first_step_time is None:
+            self.t_first = time.perf_counter()
+            self.first_step_time = self.t_first - self.t_step
+
+    def plan(self, step: int, max_steps: int) -> Optional[int]:
+        """The total steps that end the run on time (None before a step was measured or without a budget)."""
+        if self.budget is None or self.first_step_time is None:
+            return None
+        done = step - self.start_step
+        step_time = self.first_step_time if done == 1 else (time.perf_counter() - self.t_first) / (done - 1)
+        # the final eval and checkpoint, with slack for a slower machine at the end
+        reserve = 2 * self.save_time + 2 * self.eval_time + 1.0 + min(0.02 * self.budget, 300.0)
+        return plan_total_steps(step, self.elapsed(), step_time, self.budget, reserve, max_steps)
 
 
 # ----------------------------------------------------------------------------- throughput and memory

@@ -62,8 +62,9 @@ from lit_gpt.decontaminate import EVAL_LOADERS, Vocab, build_eval_index, default
 from lit_gpt.eval_loaders import default_eval_sets  # noqa: E402
 from lit_gpt.utils import UserError, alias_config_flag, atomic_path, cli, write_json  # noqa: E402
 from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, read_records, source_files, split_indices, write_records  # noqa: E402
+from scripts.prepare_preferences import encode_pairs, pair_examples  # noqa: E402
 
-PREPARE_KINDS = ("dolly", "oasst", "lima", "flan", "gsm8k", "cnn_dailymail", "mmlu_style", "jsonl")
+PREPARE_KINDS = ("dolly", "oasst", "lima", "flan", "gsm8k", "cnn_dailymail", "mmlu_style", "jsonl", "preferences")
 SOURCE_KEYS = {"name", "dir", "prepare", "source", "repo_id", "args", "weight", "records"}
 DEFAULT_EVAL_DATA = wd.parent / "shared" / "data"
 TOP_KEYS = {"seed", "val_fraction", "max_seq_length", "template", "sources", "dedup", "decontaminate"}
@@ -121,6 +122,8 @@ def load_source(spec: dict, config_dir: Path) -> Loaded:
         for r in records:
             r.pop("split", None)
             out.add(r.get("id", "?"), name, r.get("turns"))
+            if "rejected" in r and out.records and out.records[-1]["id"] == r.get("id", "?"):
+                out.records[-1]["rejected"] = r["rejected"]  # a preference pair (scripts/prepare_preferences.py)
         return out
     module = importlib.import_module(f"scripts.prepare_{spec['prepare']}")
     src = _path(spec["source"], config_dir) if spec.get("source") else None
@@ -203,6 +206,11 @@ def setup(
     records = [r for lo in loaded for r in lo.records]
     owner = np.array([i for i, lo in enumerate(loaded) for _ in lo.records], dtype=np.int64)
     timings["load"] = time.perf_counter() - t0
+    # A mix is of preference pairs (for finetune/dpo.py) or of SFT records: pairs are encoded and written as pairs.
+    pairs = any("rejected" in r for r in records)
+    if pairs and not all("rejected" in r for r in records):
+        raise UserError(f"{config}: mixes preference-pair sources with SFT sources; build one mix of each")
+    encode = encode_pairs if pairs else encode_records
 
     # Sources taken whole are tokenized now, in a thread, while the evaluation index is built and the records are
     # deduplicated (HF tokenizers and tiktoken encode in Rust without the GIL); sampled sources wait for the sample.
@@ -211,7 +219,7 @@ def setup(
     executor = early_encoded = None
     if encoder.tokenizer.backend != "sentencepiece" and num_workers in (0, 1):
         executor = ThreadPoolExecutor(1)
-        early_encoded = executor.submit(encode_records, [records[i] for i in early], checkpoint_dir, max_seq_length,
+        early_encoded = executor.submit(encode, [records[i] for i in early], checkpoint_dir, max_seq_length,
                                         template, 1, desc="mix tokenize", encoder=encoder)
     else:  # worker processes are not forked from a process running threads: everything is tokenized in step 5
         early = []
@@ -229,7 +237,7 @@ def setup(
                              cache_dir) if eval_sets else None
     timings["eval_index"] = time.perf_counter() - t
     t = time.perf_counter()
-    ids, lengths = vocab.encode_many(record_text(r) for r in records)
+    ids, lengths = vocab.encode_many(record_text(r) + ("\n" + r["rejected"] if "rejected" in r else "") for r in records)
     starts = np.concatenate([[0], np.cumsum(lengths)])
     timings["normalize"] = time.perf_counter() - t
 
@@ -301,7 +309,7 @@ def setup(
         collect(early, early_encoded.result())
         executor.shutdown()
     rest = sorted(set(train + val) - set(early))
-    collect(rest, encode_records([records[i] for i in rest], checkpoint_dir, max_seq_length, template, num_workers,
+    collect(rest, encode([records[i] for i in rest], checkpoint_dir, max_seq_length, template, num_workers,
                                  desc="mix tokenize (sampled sources)", encoder=encoder))
     timings["tokenize_wait"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -382,6 +390,9 @@ def setup(
                          "reasons": dict(sum((Counter(lo.skipped) for lo in loaded), Counter())),
                          "examples": [m for lo in loaded for m in lo.messages][:200]},
              "max_seq_length": max_seq_length, "checkpoint_dir": str(checkpoint_dir)}
+    if pairs:
+        stats["kind"] = "preferences"
+        splits = {split: pair_examples(examples) for split, examples in splits.items()}
     write_dataset(out_dir, splits, stats)
     write_records(kept, out_dir / "records.jsonl")
     write_records(dropped, out_dir / "dropped.jsonl")

@@ -64,3 +64,23 @@ def fake_run(run_dir: Path, ckpt: Path, lora: LoRAConfig) -> tuple[Path, GPT]:
     hp = {"checkpoint_dir": str(ckpt), "lora": lora.asdict()}
     (run_dir / "hparams.yaml").write_text(yaml.safe_dump(hp))
     return final / "lit_model.pth.lora", model.eval()
+
+
+def make_preference_dataset(path: Path, n_train: int = 32, n_val: int = 8, vocab: int = 256) -> Path:
+    """Pairs as scripts/prepare_preferences.py writes them (chosen at 2i, rejected at 2i+1): a random prompt, chosen
+    reply = each prompt token + 1, rejected reply = random tokens; labels only on the reply."""
+    import json
+
+    path.mkdir(parents=True, exist_ok=True)
+    for split, n, seed in (("train", n_train, 1), ("val", n_val, 2)):
+        g = torch.Generator().manual_seed(seed)
+        examples = []
+        for _ in range(n):
+            k = int(torch.randint(3, 9, (1,), generator=g))
+            prompt = torch.randint(1, vocab - 1, (k,), generator=g)
+            for reply in (prompt + 1, torch.randint(1, vocab, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g)):
+                examples.append({"input_ids": torch.cat((prompt, reply)),
+                                 "labels": torch.cat((torch.full((k,), -100), reply))})
+        write_shard(examples, path / f"{split}-00000.pt")
+    (path / "stats.json").write_text(json.dumps({"kind": "preferences"}))
+    return path
