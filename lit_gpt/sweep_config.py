@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import yaml
 
-from lit_gpt.utils import UserError
+from lit_gpt.utils import UserError, config_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_KEYS = {"name", "base", "out_dir", "finetune", "eval", "score", "arms"}
@@ -104,14 +104,6 @@ class SweepConfig:
     arms: list[Arm]
 
 
-def _path(value: Any, config_dir: Path) -> Path:
-    """Relative to the working dir, or else to the config file's dir (as prepare_mix's configs)."""
-    p = Path(str(value)).expanduser()
-    if p.is_absolute() or p.exists() or not (config_dir / p).exists():
-        return p
-    return config_dir / p
-
-
 def _positive_int(where: str, v: Any) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise UserError(f"{where}: must be a positive integer, got {v!r}")
@@ -133,14 +125,14 @@ def load_sweep_config(path: Path, out_dir: Optional[Path] = None) -> SweepConfig
     d = path.parent
     if "base" not in raw:
         raise UserError(f"{path}: base: missing (the checkpoint dir every arm finetunes)")
-    base = _path(raw["base"], d)
+    base = config_path(raw["base"], d)
     if not (base / "lit_model.pth").is_file():
         raise UserError(f"{path}: base: {str(base)!r} has no lit_model.pth")
     finetune = _check_flags(f"{path}: finetune", raw.get("finetune"), "finetune/lora.py", "setup", FINETUNE_RESERVED)
     eval_flags = _check_flags(f"{path}: eval", raw.get("eval"), "eval/run.py", "main", EVAL_RESERVED)
     for k in ("data_dir",):  # paths in the eval flags resolve like every other path in the config
         if k in eval_flags:
-            eval_flags[k] = str(_path(eval_flags[k], d))
+            eval_flags[k] = str(config_path(eval_flags[k], d))
 
     score = raw.get("score") if raw.get("score") is not None else {}
     if not isinstance(score, dict):
@@ -168,7 +160,7 @@ def load_sweep_config(path: Path, out_dir: Optional[Path] = None) -> SweepConfig
         raise UserError(f"{path}: arms: must be a non-empty list")
     cfg = SweepConfig(
         name=str(raw.get("name") or path.stem), base=base, finetune=finetune, eval=eval_flags, score=score, arms=[],
-        out_dir=Path(out_dir) if out_dir else _path(raw.get("out_dir") or f"out/sweep/{raw.get('name') or path.stem}", d),
+        out_dir=Path(out_dir) if out_dir else config_path(raw.get("out_dir") or f"out/sweep/{raw.get('name') or path.stem}", d),
     )
     names = set()
     for i, a in enumerate(arms_raw):
@@ -190,11 +182,11 @@ def load_sweep_config(path: Path, out_dir: Optional[Path] = None) -> SweepConfig
         arm = Arm(name=name, finetune=_check_flags(f"{where}.finetune", a.get("finetune"), "finetune/lora.py",
                                                    "setup", FINETUNE_RESERVED))
         if "mix" in a:
-            arm.mix = _path(a["mix"], d)
+            arm.mix = config_path(a["mix"], d)
             if not arm.mix.is_file():
                 raise UserError(f"{where}.mix: {str(arm.mix)!r} does not exist")
         else:
-            arm.data_dir = _path(a["data_dir"], d)
+            arm.data_dir = config_path(a["data_dir"], d)
             if not any(arm.data_dir.glob("train-*.pt")):
                 raise UserError(f"{where}.data_dir: {str(arm.data_dir)!r} has no train-*.pt shards")
         merged = {**finetune, **arm.finetune}

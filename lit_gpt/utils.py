@@ -137,3 +137,11 @@ def alias_config_flag(argv: list[str], name: str) -> list[str]:
     """jsonargparse reserves --config for its own argument files (and drops a parameter of that name): a script whose
     YAML is its main input takes it as --NAME, with --config accepted as the alias users type."""
     return [f"--{name}" if a == "--config" else f"--{name}=" + a[9:] if a.startswith("--config=") else a for a in argv]
+
+
+def config_path(value: Any, config_dir: Path) -> Path:
+    """A path in a YAML config: relative to the working dir, or else (where only that exists) to the config's dir."""
+    p = Path(str(value)).expanduser()
+    if p.is_absolute() or p.exists() or not (config_dir / p).exists():
+        return p
+    return config_dir / p

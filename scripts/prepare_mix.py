@@ -60,7 +60,7 @@ sys.path.append(str(wd))
 from lit_gpt.data import Encoder, encode_records, write_dataset  # noqa: E402
 from lit_gpt.decontaminate import EVAL_LOADERS, Vocab, build_eval_index, default_cache_dir, minhash_signatures, near_duplicates, record_text  # noqa: E402
 from lit_gpt.eval_loaders import default_eval_sets  # noqa: E402
-from lit_gpt.utils import UserError, alias_config_flag, atomic_path, cli, write_json  # noqa: E402
+from lit_gpt.utils import UserError, alias_config_flag, atomic_path, cli, config_path, write_json  # noqa: E402
 from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, read_records, source_files, split_indices, write_records  # noqa: E402
 from scripts.prepare_preferences import encode_pairs, pair_examples  # noqa: E402
 
@@ -68,14 +68,6 @@ PREPARE_KINDS = ("dolly", "oasst", "lima", "flan", "gsm8k", "cnn_dailymail", "mm
 SOURCE_KEYS = {"name", "dir", "prepare", "source", "repo_id", "args", "weight", "records"}
 DEFAULT_EVAL_DATA = wd.parent / "shared" / "data"
 TOP_KEYS = {"seed", "val_fraction", "max_seq_length", "template", "sources", "dedup", "decontaminate"}
-
-
-def _path(p: Any, config_dir: Path) -> Path:
-    """Paths in the config are relative to the working dir, or else to the config file's dir."""
-    p = Path(str(p)).expanduser()
-    if p.is_absolute() or p.exists() or not (config_dir / p).exists():
-        return p
-    return config_dir / p
 
 
 def load_config(path: Path) -> dict:
@@ -117,7 +109,7 @@ def load_config(path: Path) -> dict:
 def load_source(spec: dict, config_dir: Path) -> Loaded:
     name = spec["name"]
     if "dir" in spec:
-        records = read_records(_path(spec["dir"], config_dir) / "records.jsonl")
+        records = read_records(config_path(spec["dir"], config_dir) / "records.jsonl")
         out = Loaded(read=len(records))
         for r in records:
             r.pop("split", None)
@@ -126,7 +118,7 @@ def load_source(spec: dict, config_dir: Path) -> Loaded:
                 out.records[-1]["rejected"] = r["rejected"]  # a preference pair (scripts/prepare_preferences.py)
         return out
     module = importlib.import_module(f"scripts.prepare_{spec['prepare']}")
-    src = _path(spec["source"], config_dir) if spec.get("source") else None
+    src = config_path(spec["source"], config_dir) if spec.get("source") else None
     files = source_files(src, spec.get("repo_id", getattr(module, "REPO_ID", None)), module.PATTERNS)
     try:
         return module.load(files, **(spec.get("args") or {}), name=name)
@@ -146,7 +138,7 @@ def eval_sets_from(cfg: dict, config_dir: Path, skip_missing: bool = False) -> t
             raise UserError(f"decontaminate.eval_sets.{name}: unknown kind {kind!r} (one of {', '.join(EVAL_LOADERS)})")
         if paths is None:
             raise UserError(f"decontaminate.eval_sets.{name}: needs a path")
-        paths = [_path(p, config_dir) for p in (paths if isinstance(paths, list) else [paths])]
+        paths = [config_path(p, config_dir) for p in (paths if isinstance(paths, list) else [paths])]
         if skip_missing and not all(p.exists() for p in paths):
             print(f"warning: evaluation set {name!r} not found at {', '.join(map(str, paths))}: not checked", file=sys.stderr)
             missing.append(name)
@@ -228,11 +220,11 @@ def setup(
     t = time.perf_counter()
     vocab = Vocab()
     if decon_cfg.get("eval_sets") is None:  # every family the final ranking scores, where its files are
-        eval_sets, missing_sets = default_eval_sets(_path(decon_cfg.get("eval_data_dir", DEFAULT_EVAL_DATA), config_dir))
+        eval_sets, missing_sets = default_eval_sets(config_path(decon_cfg.get("eval_data_dir", DEFAULT_EVAL_DATA), config_dir))
     else:
         eval_sets, missing_sets = eval_sets_from(decon_cfg["eval_sets"], config_dir, bool(decon_cfg.get("skip_missing")))
     cache = decon_cfg.get("cache", True)
-    cache_dir = (default_cache_dir() if cache is True else _path(cache, config_dir)) if cache else None
+    cache_dir = (default_cache_dir() if cache is True else config_path(cache, config_dir)) if cache else None
     index = build_eval_index(eval_sets, vocab, decon_cfg["ngram"], decon_cfg["min_words"], decon_cfg["max_items"],
                              cache_dir) if eval_sets else None
     timings["eval_index"] = time.perf_counter() - t

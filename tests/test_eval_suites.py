@@ -126,28 +126,12 @@ def test_every_suite_big_bench_run_builds_requests(shared_data):
     assert len(loaded) == 29
 
 
-def test_suite_run_writes_results_and_lists_skipped(tmp_path, shared_data, smollm2_checkpoint):
+def test_suite_run_writes_results_and_lists_skipped(tmp_path, shared_data, tiny_smol_checkpoint):
     """--suite closed on a 2-layer model over SAMSum and ETHICS only: corr2cause (no data) and MATH (no module in
     this checkout, or no data here) are listed as skipped in results.json and under the table."""
-    import shutil
-
-    import torch
-
     from eval.run import main as run
-    from lit_gpt.config import Config
-    from lit_gpt.model import GPT
 
-    ckpt = tmp_path / "tiny"
-    ckpt.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
-        if (smollm2_checkpoint / name).is_file():
-            shutil.copy(smollm2_checkpoint / name, ckpt / name)
-    config = Config(name="tiny", block_size=4096, vocab_size=49152, padded_vocab_size=49152, n_layer=2, n_head=2,
-                    n_embd=16, bias=False, norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=32,
-                    tie_embeddings=True)
-    torch.manual_seed(0)
-    torch.save(GPT(config).state_dict(), ckpt / "lit_model.pth")
-    config.save(ckpt)
+    ckpt = tiny_smol_checkpoint
     data = tmp_path / "data"
     data.mkdir()
     for sub in ("samsum", "ethics", "helm_perturbations"):
