@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import torch
-import yaml
 from tqdm import tqdm
 
 wd = Path(__file__).parent.parent.resolve()
@@ -170,11 +169,9 @@ def setup(
         raise UserError("--reference adapters_off with --lora_path would compare against the base model, not the SFT "
                         "model: use --reference precomputed")
     if lora_path:
-        from scripts.merge_lora import find_hparams
+        from lit_gpt.lora import read_lora_run
 
-        if not Path(lora_path).is_file():
-            raise UserError(f"--lora_path {str(lora_path)!r}: no such file")
-        hp["lora"] = yaml.safe_load(find_hparams(Path(lora_path)).read_text())["lora"]
+        hp["lora"] = read_lora_run(Path(lora_path))[0]["lora"]
     else:
         hp["lora"] = LoRAConfig(
             r=lora_r, alpha=lora_alpha, dropout=lora_dropout, query=lora_query, key=lora_key, value=lora_value,
