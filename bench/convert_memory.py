@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT))
+from lit_gpt.config import Config
 
-from lit_gpt.config import Config  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # the default: a ~0.75B Llama (hidden, intermediate, vocab, heads, query groups)
 SMALL = dict(n_embd=2048, intermediate_size=5632, padded_vocab_size=32000, n_head=32, n_query_groups=8)

@@ -7,19 +7,16 @@ The first table bounds what batching can give the server: if 4 rows cost r times
 4/r times one client's throughput.
 """
 
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from lit_gpt.generation import load_model  # noqa: E402
-from lit_gpt.model import left_padded_attention  # noqa: E402
-from lit_gpt.utils import cli  # noqa: E402
+from lit_gpt.generation import load_model
+from lit_gpt.model import left_padded_attention
+from lit_gpt.utils import cli
 
 
 def time_it(fn, n: int) -> float:

@@ -13,20 +13,18 @@ in each record of the mix, 5,000 at a time, until every item of every set has be
 
 import json
 import random
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import regex
 
+from lit_gpt.decontaminate import EvalIndex, Vocab, build_eval_index, default_cache_dir, normalize
+from lit_gpt.eval_loaders import EVAL_LOADERS, default_eval_sets
+from lit_gpt.utils import cli
+
+
 wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from lit_gpt.decontaminate import EvalIndex, Vocab, build_eval_index, default_cache_dir, normalize  # noqa: E402
-from lit_gpt.eval_loaders import EVAL_LOADERS, default_eval_sets  # noqa: E402
-from lit_gpt.utils import cli  # noqa: E402
-
 
 def chat(user: str, answer: str) -> dict:
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
@@ -36,8 +34,8 @@ def clean_mix(shared: Path, seed: int = 0) -> list[dict]:
     """About 5,000 chat records from the shared data's training splits (see the module docstring)."""
     import csv
 
-    from scripts import prepare_oasst
-    from scripts.prepare_mmlu_style import multiple_choice_prompt, parse_row
+    from lit_gpt.sources import oasst
+    from lit_gpt.sources.mmlu_style import multiple_choice_prompt, parse_row
 
     rng = random.Random(seed)
     gsm = [json.loads(line) for line in open(shared / "gsm8k/train.jsonl", encoding="utf-8")]
@@ -58,7 +56,7 @@ def clean_mix(shared: Path, seed: int = 0) -> list[dict]:
                 out.append(chat(f"{row[1]}\nIs this reasonable?", "Yes" if row[0] == "1" else "No"))
     for r in map(json.loads, open(shared / "cnn_dailymail/validation_first668.jsonl", encoding="utf-8")):
         out.append(chat("Summarize the article.\n" + r["article"], r["highlights"]))
-    for r in prepare_oasst.load([shared / "oasst/en_100_tree.jsonl"]).records:
+    for r in oasst.load([shared / "oasst/en_100_tree.jsonl"]).records:
         out.append({"messages": [{"role": t["role"], "content": t["content"]} for t in r["turns"]]})
     for r in json.loads((shared / "dolly/dolly_sample12_litgpt_fixture.json").read_text(encoding="utf-8")):
         out.append(chat(f"{r['instruction']}\n{r['context']}".strip(), r["response"]))

@@ -13,24 +13,25 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.prepare import mix_config
+from lit_gpt.utils import cli
+from lit_gpt.mix import load_source
+
+
 wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from bench.prepare import mix_config  # noqa: E402
-from lit_gpt.utils import cli  # noqa: E402
-from scripts.prepare_mix import load_source  # noqa: E402
-
 
 def decontaminate_module(root: Path):
     """lit_gpt/decontaminate.py of the checkout at `root`, imported with that checkout's lit_gpt package."""
     saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "lit_gpt" or k.startswith("lit_gpt.")}
-    sys.path.insert(0, str(root))
     try:
+        # that checkout's lit_gpt package under its own name, so its modules import each other from there
+        package = importlib.machinery.PathFinder.find_spec("lit_gpt", [str(root)])
+        sys.modules["lit_gpt"] = importlib.util.module_from_spec(package)
+        package.loader.exec_module(sys.modules["lit_gpt"])
         spec = importlib.util.spec_from_file_location(f"decontaminate_{abs(hash(root))}", root / "lit_gpt/decontaminate.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
-        sys.path.remove(str(root))
         for k in [k for k in sys.modules if k == "lit_gpt" or k.startswith("lit_gpt.")]:
             del sys.modules[k]
         sys.modules.update(saved)

@@ -30,14 +30,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lit_gpt.config import Config
+from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable
+from lit_gpt.quantize import build_model, quantized_linear
+from lit_gpt.training import peak_rss_bytes
+
+
 wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable  # noqa: E402
-from lit_gpt.quantize import build_model, quantized_linear  # noqa: E402
-from lit_gpt.training import peak_rss_bytes  # noqa: E402
-
 # finetune/lora.py's loss (this file's own name shadows the `finetune` dir, so load it by path)
 _spec = importlib.util.spec_from_file_location("finetune_lora", wd / "finetune" / "lora.py")
 _finetune_lora = importlib.util.module_from_spec(_spec)

@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from lit_gpt.generation import generate, load_model  # noqa: E402
-from lit_gpt.utils import cli  # noqa: E402
-from scripts.convert_gguf_checkpoint import convert_gguf_checkpoint  # noqa: E402
-from scripts.convert_lit_checkpoint import convert_lit_checkpoint  # noqa: E402
+from lit_gpt.generation import generate, load_model
+from lit_gpt.utils import cli
+from scripts.convert_gguf_checkpoint import convert_gguf_checkpoint
+from scripts.convert_lit_checkpoint import convert_lit_checkpoint
 
 
 def compare(logits: torch.Tensor, ref: torch.Tensor) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import importlib.util
 import os
 import platform
 import shutil
@@ -32,18 +33,29 @@ from typing import Callable, Optional
 
 import torch
 
+import bench.finetune as bench_finetune
+from lit_gpt import training
+from lit_gpt.config import Config
+from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable
+from lit_gpt.model import GPT
+from lit_gpt.quantize import build_model
+from lit_gpt.utils import UserError, num_parameters, write_json
+
+from bench.gpu_inputs import prepare_inputs, random_checkpoint, write_tiny_mix
+
+
 wd = Path(__file__).parent.parent.resolve()
-sys.path[:0] = [str(wd), str(wd / "tests")]  # the repo's modules, and the tests' tiny-model helpers
 
-import bench.finetune as bench_finetune  # noqa: E402
-from lit_gpt import training  # noqa: E402
-from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable  # noqa: E402
-from lit_gpt.model import GPT  # noqa: E402
-from lit_gpt.quantize import build_model  # noqa: E402
-from lit_gpt.utils import UserError, num_parameters, write_json  # noqa: E402
+def repo_module(path: str):
+    """A module of the repo that is not in a package (tests/tiny_hf.py, the tests' tiny reference models;
+    tests/test_submission_engine.py's helpers), loaded from its file once."""
+    name = Path(path).stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, wd / path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
-from bench.gpu_inputs import prepare_inputs, random_checkpoint, write_tiny_mix  # noqa: E402
 
 STAGES = ("hf_logits", "kv_cache", "qlora", "paged_adamw", "engine", "lora_speed", "qlora_memory", "decode_speed",
           "server")
@@ -80,13 +92,12 @@ class Run:
     def tiny_hf(self, family: str):
         """(lit checkpoint dir, HF model) of a tiny random model of `family`, converted by the real script."""
         if family not in self._ckpts:
-            from tiny_hf import make_hf_model, save_hf
+            tiny_hf = repo_module("tests/tiny_hf.py")
+            convert_hf_checkpoint = repo_module("scripts/convert_hf_checkpoint.py").convert_hf_checkpoint
 
-            from scripts.convert_hf_checkpoint import convert_hf_checkpoint
-
-            hf = make_hf_model(family)
+            hf = tiny_hf.make_hf_model(family)
             ckpt = self.work / "hf" / family
-            save_hf(hf, ckpt, "safetensors")
+            tiny_hf.save_hf(hf, ckpt, "safetensors")
             convert_hf_checkpoint(checkpoint_dir=ckpt)
             self._ckpts[family] = (ckpt, hf)
         return self._ckpts[family]
@@ -94,7 +105,7 @@ class Run:
 
 # ----------------------------------------------------------------------------- correctness (tiny models)
 def stage_hf_logits(run: Run, r: dict) -> None:
-    from tiny_hf import FAMILIES, SEQ_LEN
+    FAMILIES, SEQ_LEN = repo_module("tests/tiny_hf.py").FAMILIES, repo_module("tests/tiny_hf.py").SEQ_LEN
 
     r["bf16_tolerance"] = "ours in bf16 vs HF fp32: max abs error <= 2 x HF-in-bf16's own + 0.01"
     r["families"] = fams = {}
@@ -119,7 +130,7 @@ def stage_hf_logits(run: Run, r: dict) -> None:
 
 
 def stage_kv_cache(run: Run, r: dict) -> None:
-    from tiny_hf import FAMILIES, SEQ_LEN
+    FAMILIES, SEQ_LEN = repo_module("tests/tiny_hf.py").FAMILIES, repo_module("tests/tiny_hf.py").SEQ_LEN
 
     r["families"] = fams = {}
     idx = torch.randint(0, 256, (2, SEQ_LEN), generator=torch.Generator().manual_seed(2)).to(run.device)
@@ -184,7 +195,9 @@ def stage_paged_adamw(run: Run, r: dict) -> None:
 
 
 def stage_engine(run: Run, r: dict) -> None:
-    from test_submission_engine import PROMPTS, make_tiny_checkpoint, reference_greedy, run_engine
+    engine_tests = repo_module("tests/test_submission_engine.py")
+    PROMPTS, make_tiny_checkpoint = engine_tests.PROMPTS, engine_tests.make_tiny_checkpoint
+    reference_greedy, run_engine = engine_tests.reference_greedy, engine_tests.run_engine
 
     from lit_gpt.generation import load_model
     from submission.engine import Engine, SamplingParams
@@ -286,7 +299,7 @@ def stage_server(run: Run, r: dict) -> None:
     import bench.server as bench_server
 
     if run.dry_run:
-        from test_submission_engine import make_tiny_checkpoint
+        make_tiny_checkpoint = repo_module("tests/test_submission_engine.py").make_tiny_checkpoint
 
         ckpt, shape = make_tiny_checkpoint(run.work / "server", block_size=512), "tiny"
     else:

@@ -12,20 +12,18 @@ them with one `Tokenizer.encode_batch` call (the HF tokenizers batch path, paral
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
+from lit_gpt.data import Encoder, check_turns
+from lit_gpt.utils import cli
+from lit_gpt.prepare import DEFAULT_CHECKPOINT
+
+
 wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from lit_gpt.data import Encoder, check_turns  # noqa: E402
-from lit_gpt.utils import cli  # noqa: E402
-from scripts.prepare_common import DEFAULT_CHECKPOINT  # noqa: E402
-
 
 def mix_config(shared: Path, decontaminate: bool = True, all_sets: bool = False) -> dict:
     cfg = {
@@ -73,7 +71,7 @@ def main(
         all_sets: Decontaminate against prepare_mix's default sets (every family the final ranking scores: ten with
             the closed ones) instead of the six open ones.
     """
-    from scripts.prepare_mix import setup as prepare_mix
+    from lit_gpt.mix import setup as prepare_mix
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

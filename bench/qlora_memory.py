@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -27,15 +26,13 @@ from pathlib import Path
 
 import torch
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-import bench.finetune as bench_finetune  # noqa: E402
-from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.hf_weights import expected_shapes  # noqa: E402
-from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable  # noqa: E402
-from lit_gpt.quantize import build_model  # noqa: E402
-from lit_gpt.training import peak_rss_bytes  # noqa: E402
+import bench.finetune as bench_finetune
+from lit_gpt.config import Config
+from lit_gpt.hf_weights import expected_shapes
+from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable
+from lit_gpt.quantize import build_model
+from lit_gpt.training import peak_rss_bytes
 
 
 class RandomStateDict(Mapping):

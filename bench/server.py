@@ -26,11 +26,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from lit_gpt.utils import UserError, cli
+
+
 wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from lit_gpt.utils import UserError, cli  # noqa: E402
-
 SHARED = wd.parent / "shared" / "data"
 MMLU_SUBJECTS = ["high_school_biology", "high_school_geography", "high_school_macroeconomics", "philosophy",
                  "high_school_psychology", "moral_disputes"]

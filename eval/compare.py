@@ -14,12 +14,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from eval import challenge  # noqa: E402
-from eval.report import load_results, write_report  # noqa: E402
-from lit_gpt.utils import UserError, cli  # noqa: E402
+from eval import challenge
+from eval.report import load_results, write_report
+from lit_gpt.utils import UserError, cli
 
 
 def main(runs: str, out: Path = Path("out/eval/compare"), names: Optional[str] = None,

@@ -25,11 +25,10 @@ from typing import Optional
 
 import torch
 
+from lit_gpt.utils import UserError, cli, write_json
+
+
 wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from lit_gpt.utils import UserError, cli, write_json  # noqa: E402
-
 
 class LitScorer:
     def __init__(self, model, tokenizer, batch_size: int = 16, max_length: Optional[int] = None, add_bos: bool = False):

@@ -14,11 +14,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from eval import challenge  # noqa: E402
-from lit_gpt.utils import UserError, atomic_path, cli  # noqa: E402
+from eval import challenge
+from lit_gpt.utils import UserError, atomic_path, cli
 
 # Row label -> (family, metric key in results["families"][family]), in the order of the HELM score tables.
 ROWS: list[tuple[str, str, str]] = [

@@ -27,21 +27,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from eval import bbq, bigbench, cnn_dm, corr2cause, ethics, gsm8k, math_cot, mmlu, samsum, suites, truthfulqa  # noqa: E402
-from eval.backends import HTTPBackend, InProcessBackend, mc_decided  # noqa: E402
-from eval.helm import (  # noqa: E402
+from eval import bbq, bigbench, cnn_dm, corr2cause, ethics, gsm8k, math_cot, mmlu, samsum, suites, truthfulqa
+from eval.backends import HTTPBackend, InProcessBackend, mc_decided
+from eval.helm import (
     EVAL_SPLITS, MULTIPLE_CHOICE_JOINT, NEURIPS_CONTEXT_WINDOW, adapt, downsample_eval_instances, with_instance_ids,
 )
-from eval.metrics import worst_case  # noqa: E402
-from eval.perturbations import augment, canonical  # noqa: E402
-from eval.report import write_report  # noqa: E402
-from lit_gpt.utils import UserError, atomic_path, cli  # noqa: E402
+from eval.metrics import worst_case
+from eval.perturbations import augment, canonical
+from eval.report import write_report
+from lit_gpt.utils import UserError, atomic_path, cli
 
+
+wd = Path(__file__).parent.parent.resolve()
 FAMILIES = {"mmlu": mmlu, "truthfulqa": truthfulqa, "bbq": bbq, "cnn_dm": cnn_dm, "gsm8k": gsm8k, "bigbench": bigbench,
             "samsum": samsum, "corr2cause": corr2cause, "ethics": ethics, "math": math_cot}
 # The metric each family's robustness/fairness rows are computed on.

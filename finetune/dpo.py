@@ -14,7 +14,6 @@ finetune/lora.py's (lit_gpt/training.py): `OUT/final/lit_model.pth.lora`, which 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -22,18 +21,16 @@ from typing import Any, Literal, Optional
 import torch
 from tqdm import tqdm
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from finetune.lora import make_optimizer, plot_losses  # noqa: E402
-from lit_gpt import training  # noqa: E402
-from lit_gpt.batching import length_grouped_batches, pad_collate, truncate  # noqa: E402
-from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.data import SplitDataset, shard_paths  # noqa: E402
-from lit_gpt.lora import LoRAConfig, inject_lora, load_lora_state_dict, mark_only_lora_as_trainable  # noqa: E402
-from lit_gpt.preference import LOSSES, preference_loss, reference_logps, sequence_logps  # noqa: E402
-from lit_gpt.quantize import QUANTIZE_MODES, build_model  # noqa: E402
-from lit_gpt.utils import (  # noqa: E402
+from finetune.lora import make_optimizer, plot_losses
+from lit_gpt import training
+from lit_gpt.batching import length_grouped_batches, pad_collate, truncate
+from lit_gpt.config import Config
+from lit_gpt.data import SplitDataset, shard_paths
+from lit_gpt.lora import LoRAConfig, inject_lora, load_lora_state_dict, mark_only_lora_as_trainable
+from lit_gpt.preference import LOSSES, preference_loss, reference_logps, sequence_logps
+from lit_gpt.quantize import QUANTIZE_MODES, build_model
+from lit_gpt.utils import (
     CHECKPOINT_FILENAME, PRECISION_TO_DTYPE, UserError, atomic_save, check_valid_checkpoint_dir, cli, default_precision,
     num_parameters,
 )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import os
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -24,18 +23,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from lit_gpt.batching import length_grouped_batches, pack_collate, packed_batches, pad_collate, truncate  # noqa: E402
-from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.data import SplitDataset, shard_paths  # noqa: E402
-from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable  # noqa: E402
-from lit_gpt.model import Block, packed_attention  # noqa: E402
-from lit_gpt.quantize import QUANTIZE_MODES, build_model  # noqa: E402
-from lit_gpt import training  # noqa: E402
-from lit_gpt.training import HPARAMS_FILENAME, LORA_FILENAME, STATE_FILENAME  # noqa: E402, F401  (names kept for callers)
-from lit_gpt.utils import (  # noqa: E402
+from lit_gpt.batching import length_grouped_batches, pack_collate, packed_batches, pad_collate, truncate
+from lit_gpt.config import Config
+from lit_gpt.data import SplitDataset, shard_paths
+from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable
+from lit_gpt.model import Block, packed_attention
+from lit_gpt.quantize import QUANTIZE_MODES, build_model
+from lit_gpt import training
+from lit_gpt.training import HPARAMS_FILENAME, LORA_FILENAME, STATE_FILENAME  # noqa: F401  (names kept for callers)
+from lit_gpt.utils import (
     CHECKPOINT_FILENAME,
     PRECISION_TO_DTYPE,
     UserError,

@@ -7,11 +7,9 @@ from typing import Optional
 
 import torch
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from lit_gpt.generation import generate, load_model  # noqa: E402
-from lit_gpt.utils import UserError, cli  # noqa: E402
+from lit_gpt.generation import generate, load_model
+from lit_gpt.utils import UserError, cli
 
 
 def main(

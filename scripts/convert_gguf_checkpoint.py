@@ -14,10 +14,8 @@ from typing import Literal, Optional
 import torch
 
 # support running without installing as a package
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from lit_gpt.gguf import (  # noqa: E402
+from lit_gpt.gguf import (
     build_tokenizer_files,
     config_from_metadata,
     convert_state_dict,
@@ -25,7 +23,7 @@ from lit_gpt.gguf import (  # noqa: E402
     read_gguf,
     read_metadata,
 )
-from lit_gpt.utils import CHECKPOINT_FILENAME, UserError, atomic_path, atomic_save, cli  # noqa: E402
+from lit_gpt.utils import CHECKPOINT_FILENAME, UserError, atomic_path, atomic_save, cli
 
 
 def convert_gguf_checkpoint(

@@ -14,11 +14,9 @@ from typing import Optional
 
 import torch
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from lit_gpt.config import Config, name_to_config  # noqa: E402
-from lit_gpt.hf_weights import (  # noqa: E402
+from lit_gpt.config import Config, name_to_config
+from lit_gpt.hf_weights import (
     ARCHITECTURE_TABLES,
     _architecture,
     check_state_dict,
@@ -30,7 +28,7 @@ from lit_gpt.hf_weights import (  # noqa: E402
     iter_hf_weights,
     weight_names,
 )
-from lit_gpt.utils import CHECKPOINT_FILENAME, UserError, atomic_save, cli  # noqa: E402
+from lit_gpt.utils import CHECKPOINT_FILENAME, UserError, atomic_save, cli
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -22,13 +22,11 @@ from typing import Literal, Optional
 
 import torch
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.hf_weights import convert_lit_to_hf, hf_architecture, hf_config_from  # noqa: E402
-from lit_gpt.lora import LoRAConfig, load_merged_model, merged_state_dict, read_lora_run  # noqa: E402
-from lit_gpt.utils import (  # noqa: E402
+from lit_gpt.config import Config
+from lit_gpt.hf_weights import convert_lit_to_hf, hf_architecture, hf_config_from
+from lit_gpt.lora import LoRAConfig, load_merged_model, merged_state_dict, read_lora_run
+from lit_gpt.utils import (
     CHECKPOINT_FILENAME, UserError, atomic_path, check_valid_checkpoint_dir, cli, lazy_load, write_json,
 )
 

@@ -12,10 +12,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from lit_gpt.utils import UserError, cli  # noqa: E402
+from lit_gpt.utils import UserError, cli
 
 CONFIG_FILES = ("config.json", "generation_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",

@@ -15,11 +15,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from lit_gpt.lora import LoRAConfig, load_merged_model, merged_state_dict, read_lora_run  # noqa: E402
-from lit_gpt.utils import (  # noqa: E402
+from lit_gpt.lora import LoRAConfig, load_merged_model, merged_state_dict, read_lora_run
+from lit_gpt.utils import (
     CHECKPOINT_FILENAME,
     UserError,
     atomic_save,

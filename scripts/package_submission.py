@@ -13,11 +13,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lit_gpt.utils import UserError, check_valid_checkpoint_dir, cli
+
+
 wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from lit_gpt.utils import UserError, check_valid_checkpoint_dir, cli  # noqa: E402
-
 # What the server reads from a checkpoint dir (lit_gpt.generation.load_model and lit_gpt.tokenizer.Tokenizer).
 CHECKPOINT_FILES = (
     "lit_model.pth", "model_config.yaml", "tokenizer.json", "tokenizer.model", "qwen.tiktoken",

@@ -1,37 +1,15 @@
 """Prepares CNN/DailyMail: the article in HELM's summarization prompt as the user turn, the highlights as the answer."""
 
-import sys
 from pathlib import Path
 from typing import Optional
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, load_json_records, run_prepare, source_files, prepare_cli  # noqa: E402
-
-REPO_ID = "abisee/cnn_dailymail"
-PATTERNS = ["*.jsonl", "3.0.0/train-*.parquet"]
-
-
-def summarize_prompt(article: str, num_sents: Optional[int] = 3) -> str:
-    """HELM's summarization prompt ("###\\nArticle: ...\\n\\nSummarize the above article in 3 sentences.")."""
-    ask = "Summarize the above article." if num_sents is None else (
-        "Summarize the above article in 1 sentence." if num_sents == 1 else f"Summarize the above article in {num_sents} sentences."
-    )
-    return f"###\nArticle: {article.strip()}\n\n{ask}"
-
-
-def load(files: list[Path], max_records: Optional[int] = None, num_sents: Optional[int] = 3, name: str = "cnn_dailymail") -> Loaded:
-    def to_turns(obj) -> list[dict]:
-        article, highlights = get_str(obj, "article"), get_str(obj, "highlights")
-        return [{"role": "user", "content": summarize_prompt(article, num_sents)}, {"role": "assistant", "content": highlights}]
-
-    return load_json_records(files, name, to_turns, max_records)
+from lit_gpt.prepare import DEFAULT_CHECKPOINT, prepare_cli, run_prepare, source_files
+from lit_gpt.sources import cnn_dailymail
 
 
 def setup(
     source: Optional[Path] = None,
-    repo_id: str = REPO_ID,
+    repo_id: str = cnn_dailymail.REPO_ID,
     checkpoint_dir: Path = DEFAULT_CHECKPOINT,
     out_dir: Path = Path("data/cnn_dailymail"),
     num_sents: Optional[int] = 3,
@@ -58,7 +36,7 @@ def setup(
         template: "auto" (chat template if the tokenizer has one, else Alpaca), "chat" or "alpaca".
         num_workers: Tokenizer processes (0: one per CPU, 1: no subprocesses).
     """
-    loaded = load(source_files(source, repo_id, PATTERNS), max_records, num_sents)
+    loaded = cnn_dailymail.load(source_files(source, repo_id, cnn_dailymail.PATTERNS), max_records, num_sents)
     return run_prepare("cnn_dailymail", loaded, checkpoint_dir, out_dir, val_fraction, seed, max_seq_length, template, num_workers)
 
 

@@ -1,45 +1,15 @@
 """Prepares GSM8K: the math word problem as the user turn, the worked solution as the assistant turn."""
 
-import re
-import sys
 from pathlib import Path
 from typing import Optional
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, get_str, load_json_records, run_prepare, source_files, prepare_cli  # noqa: E402
-from lit_gpt.utils import UserError  # noqa: E402
-
-REPO_ID = "openai/gsm8k"
-PATTERNS = ["train.jsonl", "main/train-*.parquet"]
-_CALC = re.compile(r"<<[^>]*>>")
-_FINAL = re.compile(r"\n?#### *(.+)\s*$")
-
-
-def format_answer(answer: str, answer_format: str) -> str:
-    """"raw": the solution as published (calculator annotations `<<48/2=24>>` and the final `#### 72`);
-    "clean": annotations removed and the last line written as "The answer is 72." (HELM's GSM8K answer shape)."""
-    if answer_format == "raw":
-        return answer
-    text = _CALC.sub("", answer)
-    return _FINAL.sub(lambda m: f"\nThe answer is {m.group(1).strip()}.", text).strip()
-
-
-def load(files: list[Path], max_records: Optional[int] = None, answer_format: str = "raw", name: str = "gsm8k") -> Loaded:
-    if answer_format not in ("raw", "clean"):
-        raise UserError(f"answer_format must be 'raw' or 'clean', got {answer_format!r}")
-
-    def to_turns(obj) -> list[dict]:
-        question, answer = get_str(obj, "question"), get_str(obj, "answer")
-        return [{"role": "user", "content": question}, {"role": "assistant", "content": format_answer(answer, answer_format)}]
-
-    return load_json_records(files, name, to_turns, max_records)
+from lit_gpt.prepare import DEFAULT_CHECKPOINT, prepare_cli, run_prepare, source_files
+from lit_gpt.sources import gsm8k
 
 
 def setup(
     source: Optional[Path] = None,
-    repo_id: str = REPO_ID,
+    repo_id: str = gsm8k.REPO_ID,
     checkpoint_dir: Path = DEFAULT_CHECKPOINT,
     out_dir: Path = Path("data/gsm8k"),
     answer_format: str = "raw",
@@ -67,7 +37,7 @@ def setup(
         template: "auto" (chat template if the tokenizer has one, else Alpaca), "chat" or "alpaca".
         num_workers: Tokenizer processes (0: one per CPU, 1: no subprocesses).
     """
-    loaded = load(source_files(source, repo_id, PATTERNS), max_records, answer_format)
+    loaded = gsm8k.load(source_files(source, repo_id, gsm8k.PATTERNS), max_records, answer_format)
     return run_prepare("gsm8k", loaded, checkpoint_dir, out_dir, val_fraction, seed, max_seq_length, template, num_workers)
 
 

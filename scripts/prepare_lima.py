@@ -1,38 +1,15 @@
 """Prepares LIMA (GAIR/lima): each record's "conversations" list alternates user and assistant turns."""
 
-import sys
 from pathlib import Path
 from typing import Optional
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from scripts.prepare_common import DEFAULT_CHECKPOINT, Loaded, RecordError, load_json_records, run_prepare, source_files, prepare_cli  # noqa: E402
-
-REPO_ID = "GAIR/lima"  # gated: accept its terms on the Hub and log in (huggingface-cli login) before downloading
-PATTERNS = ["train.jsonl"]
-
-
-def to_turns(obj) -> list[dict]:
-    if not isinstance(obj, dict) or "conversations" not in obj:
-        raise RecordError("missing field 'conversations'")
-    conv = obj["conversations"]
-    if not isinstance(conv, list) or not all(isinstance(c, str) for c in conv):
-        raise RecordError("field 'conversations' is not a list of strings")
-    if len(conv) < 2:
-        raise RecordError("no assistant turn", f"{len(conv)} message(s)")
-    if len(conv) % 2:  # a trailing user message has no answer to learn from
-        conv = conv[:-1]
-    return [{"role": "user" if i % 2 == 0 else "assistant", "content": c} for i, c in enumerate(conv)]
-
-
-def load(files: list[Path], max_records: Optional[int] = None, name: str = "lima") -> Loaded:
-    return load_json_records(files, name, to_turns, max_records)
+from lit_gpt.prepare import DEFAULT_CHECKPOINT, prepare_cli, run_prepare, source_files
+from lit_gpt.sources import lima
 
 
 def setup(
     source: Optional[Path] = None,
-    repo_id: str = REPO_ID,
+    repo_id: str = lima.REPO_ID,
     checkpoint_dir: Path = DEFAULT_CHECKPOINT,
     out_dir: Path = Path("data/lima"),
     val_fraction: float = 0.05,
@@ -57,7 +34,7 @@ def setup(
         template: "auto" (chat template if the tokenizer has one, else Alpaca), "chat" or "alpaca".
         num_workers: Tokenizer processes (0: one per CPU, 1: no subprocesses).
     """
-    loaded = load(source_files(source, repo_id, PATTERNS), max_records)
+    loaded = lima.load(source_files(source, repo_id, lima.PATTERNS), max_records)
     return run_prepare("lima", loaded, checkpoint_dir, out_dir, val_fraction, seed, max_seq_length, template, num_workers)
 
 

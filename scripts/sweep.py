@@ -34,12 +34,11 @@ from typing import Any, Optional
 
 import yaml
 
+from lit_gpt.sweep_config import Arm, SweepConfig, load_sweep_config
+from lit_gpt.utils import UserError, alias_config_flag, atomic_path, cli, write_json
+
+
 wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from lit_gpt.sweep_config import Arm, SweepConfig, load_sweep_config  # noqa: E402
-from lit_gpt.utils import UserError, alias_config_flag, atomic_path, cli, write_json  # noqa: E402
-
 LORA_FILENAME = "lit_model.pth.lora"
 
 

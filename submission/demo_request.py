@@ -12,11 +12,10 @@ from pathlib import Path
 
 import httpx
 
+from lit_gpt.utils import UserError, check_valid_checkpoint_dir, cli
+
+
 wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from lit_gpt.utils import UserError, check_valid_checkpoint_dir, cli  # noqa: E402
-
 
 def free_port() -> int:
     with socket.socket() as s:

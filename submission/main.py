@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import queue
-import sys
 import time
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -41,12 +40,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
 
-from lit_gpt.generation import find_stop, load_model  # noqa: E402
-from submission.engine import Completion, Engine, SamplingParams, default_batch_size  # noqa: E402
-from submission.schemas import (  # noqa: E402
+from lit_gpt.generation import find_stop, load_model
+from submission.engine import Completion, Engine, SamplingParams, default_batch_size
+from submission.schemas import (
     DecodeRequest,
     DecodeResponse,
     ProcessRequest,

@@ -1,10 +1,8 @@
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -36,11 +34,8 @@ def smollm2_checkpoint(tmp_path_factory) -> Path:
         default_gguf_path()
     except UserError as e:
         pytest.skip(str(e))
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from convert_gguf_checkpoint import convert_gguf_checkpoint
-    finally:
-        sys.path.pop(0)
+    from scripts.convert_gguf_checkpoint import convert_gguf_checkpoint
+
     return convert_gguf_checkpoint(checkpoint_dir=tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
 
 

@@ -22,11 +22,8 @@ gguf = pytest.importorskip("gguf")
 
 
 def _convert(*args, **kwargs):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from convert_gguf_checkpoint import convert_gguf_checkpoint
-    finally:
-        sys.path.pop(0)
+    from scripts.convert_gguf_checkpoint import convert_gguf_checkpoint
+
     return convert_gguf_checkpoint(*args, **kwargs)
 
 

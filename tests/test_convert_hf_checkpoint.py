@@ -10,12 +10,12 @@ from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError, load_checkpoint
 
-from tiny_hf import (  # noqa: E402
+from tiny_hf import (
     FAMILIES, SEQ_LEN, SLIDING_WINDOW, assert_one_line_error, hf_logits, make_hf_model, qwen1_checkpoint, run_script,
     save_hf, transformers,
 )
 
-from scripts.convert_hf_checkpoint import convert_hf_checkpoint  # noqa: E402
+from scripts.convert_hf_checkpoint import convert_hf_checkpoint
 
 
 def load_lit(checkpoint_dir: Path) -> GPT:
@@ -146,7 +146,6 @@ def test_cli_errors(tmp_path):
     (ckpt / "model.safetensors").write_bytes(b"\x00" * 100)
     assert_one_line_error(run_script(script, "--checkpoint_dir", str(ckpt)), "model.safetensors", "not a readable")
     assert not (ckpt / "lit_model.pth").exists()
-
 
 
 def test_corrupt_or_missing_weights(tmp_path):

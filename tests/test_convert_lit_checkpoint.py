@@ -12,12 +12,12 @@ from lit_gpt.hf_weights import convert_lit_to_hf, hf_architecture
 from lit_gpt.model import GPT
 from lit_gpt.utils import load_checkpoint
 
-from tiny_hf import (  # noqa: E402
+from tiny_hf import (
     FAMILIES, SEQ_LEN, assert_one_line_error, make_hf_model, qwen1_checkpoint, run_script, save_hf, transformers,
 )
 
-from scripts.convert_hf_checkpoint import convert_hf_checkpoint  # noqa: E402
-from scripts.convert_lit_checkpoint import convert_lit_checkpoint  # noqa: E402
+from scripts.convert_hf_checkpoint import convert_hf_checkpoint
+from scripts.convert_lit_checkpoint import convert_lit_checkpoint
 
 
 def lit_checkpoint(tmp_path: Path, family: str) -> Path:

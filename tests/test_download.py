@@ -10,7 +10,7 @@ import pytest
 
 from lit_gpt.utils import UserError
 
-from scripts.download import download_from_hub, select_files  # noqa: E402
+from scripts.download import download_from_hub, select_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +131,6 @@ def test_cli_offline(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: could not reach the Hugging Face Hub"), proc.stderr
     assert not (tmp_path / "EleutherAI").exists()
-
 
 
 def test_token_defaults_to_hf_token_env(tmp_path, monkeypatch):

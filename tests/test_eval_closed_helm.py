@@ -14,16 +14,16 @@ from eval.helm import adapt, downsample_eval_instances, with_instance_ids
 
 pytest.importorskip("helm.benchmark.adaptation.common_adapter_specs")
 
-from helm.benchmark.adaptation.adapters import generation_adapter, multiple_choice_joint_adapter  # noqa: E402
-from helm.benchmark.adaptation.common_adapter_specs import (  # noqa: E402
+from helm.benchmark.adaptation.adapters import generation_adapter, multiple_choice_joint_adapter
+from helm.benchmark.adaptation.common_adapter_specs import (
     get_multiple_choice_adapter_spec, get_summarization_adapter_spec,
 )
-from helm.benchmark.runner import downsample_eval_instances as helm_downsample  # noqa: E402
-from helm.benchmark.scenarios.scenario import (  # noqa: E402
+from helm.benchmark.runner import downsample_eval_instances as helm_downsample
+from helm.benchmark.scenarios.scenario import (
     CORRECT_TAG, EVAL_SPLITS, Input, Instance, Output, Reference, with_instance_ids as helm_ids,
 )
 
-from tests.test_eval_corr2cause import write_csv  # noqa: E402
+from tests.test_eval_corr2cause import write_csv
 
 LIMIT = 12
 

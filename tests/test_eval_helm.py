@@ -104,10 +104,11 @@ def test_robustness_perturbation_equals_helm_with_its_lists(shared_data, tmp_pat
 def test_golden_file_is_reproducible(shared_data, tmp_path):
     """Where crfm-helm is installed, regenerating the golden file gives the committed one."""
     pytest.importorskip("helm.benchmark.scenarios.mmlu_scenario")
+    import os
     import subprocess
     import sys
 
     out = tmp_path / "golden.json"
     subprocess.run([sys.executable, str(GOLDEN.parent / "make_helm_golden.py"), "--data_dir", str(shared_data),
-                    "--out", str(out)], check=True, capture_output=True)
+                    "--out", str(out)], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(GOLDEN.parents[3])})
     assert json.loads(out.read_text())["runs"] == json.loads(GOLDEN.read_text())["runs"]

@@ -180,11 +180,13 @@ def test_requests_equal_helm_golden(shared_data):
 def test_golden_file_is_reproducible(shared_data, tmp_path):
     """Where crfm-helm is installed (its venv), regenerating the golden file gives the committed one."""
     pytest.importorskip("helm.benchmark.scenarios.math_scenario")
+    import os
     import subprocess
     import sys
 
     out = tmp_path / "golden.json"
     subprocess.run([sys.executable, str(GOLDEN.parent / "make_helm_golden_math.py"), "--data_dir",
-                    str(math_data(shared_data)), "--out", str(out)], check=True, capture_output=True)
+                    str(math_data(shared_data)), "--out", str(out)], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(GOLDEN.parents[3])})
     fresh, committed = json.loads(out.read_text()), json.loads(GOLDEN.read_text())
     assert (fresh["runs"], fresh["selection"]) == (committed["runs"], committed["selection"])

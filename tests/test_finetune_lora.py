@@ -93,8 +93,7 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tiny, tmp_path):
     ckpt, data = tiny
     driver = tmp_path / "driver.py"
     driver.write_text(
-        "import sys, torch, torch.distributed as dist\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import torch, torch.distributed as dist\n"
         "from finetune.lora import setup\n"
         "from lit_gpt.lora import lora_state_dict\n"
         f"model = setup(checkpoint_dir={str(ckpt)!r}, data_dir={str(data)!r}, out_dir={str(tmp_path / 'out')!r},\n"

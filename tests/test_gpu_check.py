@@ -11,10 +11,9 @@ import pytest
 pytest.importorskip("bitsandbytes")
 pytest.importorskip("peft")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.gpu_check import FIELDS, STAGES
 
-from bench.gpu_check import FIELDS, STAGES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_dry_run_runs_every_stage_and_records_its_fields(tmp_path):

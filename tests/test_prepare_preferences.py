@@ -12,7 +12,8 @@ from lit_gpt.data import SplitDataset
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
 from scripts.prepare_mix import setup as prepare_mix
-from scripts.prepare_preferences import load, setup as prepare_preferences
+from lit_gpt.sources.preferences import load
+from scripts.prepare_preferences import setup as prepare_preferences
 
 ROOT = Path(__file__).resolve().parents[1]
 

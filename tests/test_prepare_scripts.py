@@ -10,6 +10,7 @@ import pytest
 from lit_gpt.data import IGNORE_INDEX, SplitDataset
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
+from lit_gpt import sources
 from scripts import prepare_cnn_dailymail, prepare_dolly, prepare_flan, prepare_gsm8k, prepare_jsonl, prepare_lima
 from scripts import prepare_mmlu_style, prepare_oasst
 
@@ -77,15 +78,15 @@ def test_parquet_source_gives_the_jsonl_records(shared_data, tmp_path):
     src = shared_data / "gsm8k/train.jsonl"
     rows = [json.loads(line) for line in open(src)][:30]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
-    from_parquet = prepare_gsm8k.load([tmp_path / "train.parquet"])
-    from_jsonl = prepare_gsm8k.load([src], max_records=30)
+    from_parquet = sources.gsm8k.load([tmp_path / "train.parquet"])
+    from_jsonl = sources.gsm8k.load([src], max_records=30)
     assert from_parquet.read == from_jsonl.read == 30
     assert [r["turns"] for r in from_parquet.records] == [r["turns"] for r in from_jsonl.records]
 
 
 def test_gsm8k_clean_answer_format():
     raw = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether 48+24 = <<48+24=72>>72.\n#### 72"
-    assert prepare_gsm8k.format_answer(raw, "clean") == "Natalia sold 48/2 = 24 clips in May.\nAltogether 48+24 = 72.\nThe answer is 72."
+    assert sources.gsm8k.format_answer(raw, "clean") == "Natalia sold 48/2 = 24 clips in May.\nAltogether 48+24 = 72.\nThe answer is 72."
 
 
 def test_dolly_json_array(shared_data, tmp_path, smol_dir):
@@ -165,10 +166,10 @@ def test_oasst_language_rank_deleted_and_flat_format(shared_data, tmp_path):
     second = sorted(t3["prompt"]["replies"], key=lambda r: r["rank"])[1]
     path = tmp_path / "trees.jsonl"
     path.write_text("\n".join(json.dumps(t) for t in (t2, t3)) + "\n")
-    out = prepare_oasst.load([path])
+    out = sources.oasst.load([path])
     assert out.read == 2 and dict(out.skipped) == {"other language": 1}
     assert out.records[0]["turns"][1]["content"] == second["text"].strip()
-    assert len(prepare_oasst.load([path], lang=None).records) == 2
+    assert len(sources.oasst.load([path], lang=None).records) == 2
 
     # the flat HF message list (parent_id links) gives the same threads as the nested trees
     rows = []
@@ -184,7 +185,7 @@ def test_oasst_language_rank_deleted_and_flat_format(shared_data, tmp_path):
     flat.write_text("\n".join(json.dumps(r) for r in rows[::-1]) + "\n")  # children before parents
     nested = tmp_path / "nested.jsonl"
     nested.write_text("\n".join(json.dumps(t) for t in trees[:20]) + "\n")
-    a, b = prepare_oasst.load([nested]), prepare_oasst.load([flat])
+    a, b = sources.oasst.load([nested]), sources.oasst.load([flat])
     assert a.read == b.read == 20
     assert sorted(r["message_ids"] for r in a.records) == sorted(r["message_ids"] for r in b.records)
 
@@ -212,7 +213,7 @@ def test_malformed_records_are_reported_with_file_and_line(tmp_path, capsys, smo
 
     csv_path = tmp_path / "bad_test.csv"
     csv_path.write_text('"Q1?",a,b,c,d,B\n"Q2, multi\nline?",a,b,c,d,E\nQ3?,a,b\n"Q4?",a,b,c,d,A\n')
-    out = prepare_mmlu_style.load([csv_path])
+    out = sources.mmlu_style.load([csv_path])
     assert out.read == 4 and len(out.records) == 2
     assert out.messages == [f"{csv_path}:2: bad answer letter: 'E' is not one of ABCD",
                             f"{csv_path}:4: wrong number of columns: expected question, 2+ options and an answer letter, got 3 columns"]
@@ -225,25 +226,25 @@ def test_lima_jsonl_and_flan(tmp_path):
         {"conversations": ["Only a question"], "source": "x"},
         {"conversations": "not a list"},
     ]) + "\n")
-    out = prepare_lima.load([lima])
+    out = sources.lima.load([lima])
     assert [t["role"] for t in out.records[0]["turns"]] == ["user", "assistant", "user", "assistant"]
     assert dict(out.skipped) == {"no assistant turn": 1, "field 'conversations' is not a list of strings": 1}
 
     chats = tmp_path / "chats.jsonl"
     chats.write_text(json.dumps({"messages": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}) + "\n")
-    assert prepare_jsonl.load([chats], messages_key="messages").records[0]["turns"][1] == {"role": "assistant", "content": "A"}
+    assert sources.jsonl.load([chats], messages_key="messages").records[0]["turns"][1] == {"role": "assistant", "content": "A"}
 
     flan = tmp_path / "flan.jsonl"
     rows = [{"inputs": f"Q{i}", "targets": f"A{i}", "task_source": src, "task_name": f"task{i % 2}", "template_type": tt}
             for i, (src, tt) in enumerate([("Flan2021", "zs_opt"), ("T0", "fs_opt"), ("NIv2", "zs_noopt"), ("CoT", "zs_opt"),
                                            ("Dialog", "zs_opt"), ("Flan2021", "zs_opt"), ("Flan2021", "zs_noopt"), ("Flan2021", "fs_opt")])]
     flan.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    all_ = prepare_flan.load([flan])
-    assert all_.read == 8 and {r["task"].split("/")[0] for r in all_.records} == set(prepare_flan.SUBMIXES)
-    capped = prepare_flan.load([flan], submixes=("flan2021",), max_records=1)
+    all_ = sources.flan.load([flan])
+    assert all_.read == 8 and {r["task"].split("/")[0] for r in all_.records} == set(sources.flan.SUBMIXES)
+    capped = sources.flan.load([flan], submixes=("flan2021",), max_records=1)
     assert [r["turns"][0]["content"] for r in capped.records] == ["Q0", "Q5"]  # one per task
     assert capped.extra["filtered"] == {"other submix": 4, "over max_records for its task": 2}
-    zs = prepare_flan.load([flan], template_types=("zs_opt",))
+    zs = sources.flan.load([flan], template_types=("zs_opt",))
     assert len(zs.records) == 4
 
 
@@ -257,7 +258,7 @@ def test_download_without_network_names_the_way_out(tmp_path, monkeypatch):
 
 def test_destination_path_is_out_dir():
     """The starter guide's `--destination_path` names --out_dir, in both spellings, for every prepare script."""
-    from scripts.prepare_common import prepare_cli
+    from lit_gpt.prepare import prepare_cli
 
     def setup(out_dir: Path = Path("default")) -> Path:
         """Args:

@@ -12,10 +12,9 @@ import pytest
 from lit_gpt.utils import UserError
 from test_submission_engine import make_tiny_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from scripts.package_submission import main as package
 
-from package_submission import main as package  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def hadolint() -> str | None:

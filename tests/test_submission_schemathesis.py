@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from submission.main import create_app, load_server
+from test_submission_engine import make_tiny_checkpoint
 
-from submission.main import create_app, load_server  # noqa: E402
-from test_submission_engine import make_tiny_checkpoint  # noqa: E402
+schemathesis = pytest.importorskip("schemathesis")
+hypothesis = pytest.importorskip("hypothesis")  # schemathesis' own dependency
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,8 @@ def test_no_server_errors(api_schema, mode):
         if mode == schemathesis.GenerationMode.NEGATIVE and op.path == "/health":
             continue  # no parameters: there is no invalid request to generate
 
-        @given(case=op.as_strategy(generation_mode=mode))
-        @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+        @hypothesis.given(case=op.as_strategy(generation_mode=mode))
+        @hypothesis.settings(max_examples=50, deadline=None, suppress_health_check=list(hypothesis.HealthCheck), derandomize=True,
                   database=None)
         def check(case):
             response = case.call()

@@ -3,7 +3,7 @@
 Run it with a Python that has crfm-helm installed (a separate venv: it pins packages that break ours):
 
     python3 -m venv /tmp/helm-venv && /tmp/helm-venv/bin/pip install crfm-helm && /tmp/helm-venv/bin/pip uninstall -y torchvision
-    /tmp/helm-venv/bin/python tests/data/eval/make_helm_golden.py --data_dir ../shared/data
+    PYTHONPATH=. /tmp/helm-venv/bin/python tests/data/eval/make_helm_golden.py --data_dir ../shared/data  # from the repo root
 
 For every run (the 17 MMLU subjects and 12 BIG-bench tasks of MMLU_SUBJECTS and BIGBENCH_TASKS, TruthfulQA mc_single, BBQ, CNN/DailyMail, GSM8K) it
 loads the local files through HELM's scenario classes (placed where HELM would have downloaded them), applies HELM's
@@ -25,12 +25,10 @@ import hashlib
 import json
 import os
 import pickle
-import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT))
 
 # The runs the golden file covers: the first batch of shared data (17 MMLU subjects, 12 BIG-bench tasks). Fixed, so
 # the file stays reproducible as ../shared/data grows; covering more runs means regenerating it.

@@ -3,7 +3,7 @@
 The MATH part of make_helm_golden.py (whose helpers it uses), kept in a file of its own so that the open six's
 golden file need not be regenerated with it. Run it with the crfm-helm venv:
 
-    .venv-helm/bin/python tests/data/eval/make_helm_golden_math.py --data_dir ../shared/data
+    PYTHONPATH=. .venv-helm/bin/python tests/data/eval/make_helm_golden_math.py --data_dir ../shared/data
 
 HELM's MATHScenario downloads the HF dataset `competition_math`; here `load_dataset` is replaced by a DatasetDict
 built from the local files (test.jsonl and train/<subject>/*.json, in sorted-path order), so HELM's own code still
@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from make_helm_golden import ROOT, digest, run_helm  # noqa: E402
+from make_helm_golden import ROOT, digest, run_helm
 
 LIMIT = 3
 SUBJECTS = ["number_theory", "intermediate_algebra", "algebra", "prealgebra", "geometry", "counting_and_probability",

@@ -17,11 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-wd = Path(__file__).parent.parent.resolve()
-sys.path.append(str(wd))
-
-from lit_gpt.data import check_turns, encode_records, write_dataset  # noqa: E402
-from lit_gpt.utils import UserError, atomic_path, cli, write_json  # noqa: E402
+from lit_gpt.data import check_turns, encode_records, write_dataset
+from lit_gpt.utils import UserError, atomic_path, cli, write_json
 
 DEFAULT_CHECKPOINT = Path("checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct")
 MAX_PRINTED_SKIPS = 20
@@ -37,6 +34,8 @@ class RecordError(ValueError):
 
 
 @dataclass
+
+
 class Loaded:
     """A loader's result: the chat records, how many source records were read, and the skipped ones."""
 
