@@ -9,14 +9,13 @@ scenarios' main metrics instead. A scenario at 0 (fatal: it sinks its part to ~0
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 
 from eval import challenge
-from lit_gpt.utils import UserError, atomic_path, cli
+from lit_gpt.utils import atomic_path, cli, read_data_file
 
 # Row label -> (family, metric key in results["families"][family]), in the order of the HELM score tables.
 ROWS: list[tuple[str, str, str]] = [
@@ -45,12 +44,7 @@ def load_results(path: Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    if not path.is_file():
-        raise UserError(f"{path}: no results.json (run eval/run.py first)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from e
+    return read_data_file(path, f"{path}: no results.json (run eval/run.py first)")
 
 
 def table_rows(results: dict) -> dict[str, Optional[float]]:

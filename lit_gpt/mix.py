@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import yaml
 
 
 from lit_gpt.prepare import DEFAULT_CHECKPOINT, Loaded, read_records, source_files, split_indices, write_records
@@ -67,7 +66,7 @@ from lit_gpt.decontaminate import (
     record_text,
 )
 from lit_gpt.eval_loaders import default_eval_sets
-from lit_gpt.utils import UserError, alias_config_flag, atomic_path, cli, config_path, write_json
+from lit_gpt.utils import UserError, alias_config_flag, atomic_path, cli, config_path, read_yaml_config, write_json
 from lit_gpt.sources import SOURCES
 from lit_gpt.sources.preferences import encode_pairs, pair_examples
 
@@ -78,12 +77,7 @@ TOP_KEYS = {"seed", "val_fraction", "max_seq_length", "template", "sources", "de
 
 
 def load_config(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"mix config {str(path)!r} does not exist")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({e})") from e
+    cfg = read_yaml_config(path, "mix config")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("sources"), list) or not cfg["sources"]:
         raise UserError(f"{path}: needs a non-empty 'sources' list")
     unknown = set(cfg) - TOP_KEYS

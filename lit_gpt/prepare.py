@@ -88,6 +88,14 @@ def load_json_records(
     `to_turns` raises ValueError (RecordError) for a malformed record: it is skipped and counted with its file:line,
     as are lines that are not valid JSON.
     """
+    return read_json_records(files, max_records, lambda out, where, obj: out.add(where, name, to_turns(obj)))
+
+
+def read_json_records(
+    files: list[Path], max_records: Optional[int], handle: Callable[[Loaded, str, Any], None]
+) -> Loaded:
+    """Feeds up to `max_records` records of JSON files to `handle(out, "file:line", obj)`, which adds what it makes
+    of one to `out`; a ValueError it raises, or a line that is not valid JSON, skips the record with its file:line."""
     out = Loaded()
     for f in files:
         for where, obj in iter_json_records(f):
@@ -97,11 +105,9 @@ def load_json_records(
             try:
                 if isinstance(obj, Exception):
                     raise obj
-                turns = to_turns(obj)
+                handle(out, where, obj)
             except ValueError as e:
                 out.skip(where, e)
-                continue
-            out.add(where, name, turns)
     return out
 
 

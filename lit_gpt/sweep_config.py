@@ -22,9 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 
-from lit_gpt.utils import UserError, config_path
+from lit_gpt.utils import UserError, config_path, read_yaml_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_KEYS = {"name", "base", "out_dir", "finetune", "eval", "score", "arms"}
@@ -111,12 +110,7 @@ def _positive_int(where: str, v: Any) -> int:
 
 
 def load_sweep_config(path: Path, out_dir: Optional[Path] = None) -> SweepConfig:
-    if not path.is_file():
-        raise UserError(f"sweep config {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({e})") from e
+    raw = read_yaml_config(path, "sweep config")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: must be a mapping with base, arms, ...")
     unknown = sorted(set(raw) - TOP_KEYS)

@@ -145,3 +145,22 @@ def config_path(value: Any, config_dir: Path) -> Path:
     if p.is_absolute() or p.exists() or not (config_dir / p).exists():
         return p
     return config_dir / p
+
+
+def read_yaml_config(path: Path, what: str) -> Any:
+    """A config file's YAML, or a one-line UserError naming the file (`what`: "mix config", "sweep config")."""
+    return read_data_file(path, f"{what} {str(path)!r} does not exist")
+
+
+def read_data_file(path: Path, missing: str) -> Any:
+    """A .json file's JSON or another file's YAML; `missing` is the error when it is absent, and a parse error names
+    the file."""
+    import yaml
+
+    if not path.is_file():
+        raise UserError(missing)
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({e})") from e

@@ -2,18 +2,7 @@
 
     python scripts/prepare_preferences.py --source ../shared/data/oasst --out_dir data/oasst_pairs
 
-Sources, told apart record by record:
-- OpenAssistant message trees (`*.trees.jsonl[.gz]`, as scripts/prepare_oasst.py reads): at every prompt with two or
-  more ranked usable replies, the best-ranked reply against the worst-ranked one, with the thread so far (the path
-  from the tree's root) as the prompt.
-- JSONL with `prompt` / `chosen` / `rejected`: `prompt` a string or a list of {role, content} turns, the replies
-  strings (or a one-message assistant list, as TRL's conversational format has them).
-- HH-RLHF-style JSONL with only `chosen` / `rejected`: two transcripts ("\\n\\nHuman: ... \\n\\nAssistant: ...") that
-  share everything but the last assistant reply.
-
-A pair is rendered twice with the model's chat template (prompt + chosen, prompt + rejected); only the final reply
-carries labels. Shards hold the two as consecutive examples (2i chosen, 2i+1 rejected) in the ordinary shard format,
-and stats.json says `"kind": "preferences"`. Malformed records are skipped and reported as file:line.
+Sources (OASST trees, prompt/chosen/rejected JSONL, HH-RLHF transcripts) and the shard layout: lit_gpt/sources/preferences.py.
 """
 
 from __future__ import annotations

@@ -23,11 +23,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lit_gpt.data import IGNORE_INDEX, check_turns, encode_records
-from lit_gpt.prepare import (
-    Loaded,
-    RecordError,
-    iter_json_records,
-)
+from lit_gpt.prepare import Loaded, RecordError, read_json_records
 from lit_gpt.sources.oasst import ROLES, rank_key, usable
 
 PATTERNS = ["*.trees.jsonl.gz", "*.trees.jsonl", "*.jsonl", "*.jsonl.gz"]
@@ -119,33 +115,25 @@ def load(
     name: str = KIND,
 ) -> Loaded:
     """Pair records of every file (OASST trees give several per tree; JSONL one per line)."""
-    out = Loaded()
-    for f in files:
-        for where, obj in iter_json_records(f):
-            if max_records is not None and out.read >= max_records:
-                return out
-            out.read += 1
-            try:
-                if isinstance(obj, Exception):
-                    raise obj
-                if not isinstance(obj, dict):
-                    raise RecordError("record is not a JSON object")
-                if isinstance(obj.get("prompt"), dict):  # an OASST message tree
-                    if obj.get("tree_state", "ready_for_export") != "ready_for_export":
-                        raise RecordError("tree not ready for export")
-                    pairs = oasst_pairs(obj["prompt"], lang, include_synthetic)
-                    if not pairs:
-                        raise RecordError("no prompt with two ranked usable replies")
-                    for k, (prompt, chosen, rejected) in enumerate(pairs):
-                        add_pair(out, f"{where}#{k}", name, prompt, chosen, rejected)
-                    continue
-                missing = [k for k in ("chosen", "rejected") if k not in obj]
-                if missing:
-                    raise RecordError(f"missing field '{missing[0]}'")
-                add_pair(out, where, name, *generic_pair(obj))
-            except ValueError as e:
-                out.skip(where, e)
-    return out
+
+    def handle(out: Loaded, where: str, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            raise RecordError("record is not a JSON object")
+        if isinstance(obj.get("prompt"), dict):  # an OASST message tree
+            if obj.get("tree_state", "ready_for_export") != "ready_for_export":
+                raise RecordError("tree not ready for export")
+            pairs = oasst_pairs(obj["prompt"], lang, include_synthetic)
+            if not pairs:
+                raise RecordError("no prompt with two ranked usable replies")
+            for k, (prompt, chosen, rejected) in enumerate(pairs):
+                add_pair(out, f"{where}#{k}", name, prompt, chosen, rejected)
+            return
+        missing = [k for k in ("chosen", "rejected") if k not in obj]
+        if missing:
+            raise RecordError(f"missing field '{missing[0]}'")
+        add_pair(out, where, name, *generic_pair(obj))
+
+    return read_json_records(files, max_records, handle)
 
 
 # ----------------------------------------------------------------------------- tokenization
