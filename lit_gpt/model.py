@@ -157,7 +157,8 @@ class GPT(nn.Module):
         the caller owns, e.g. views of a server's storage. Called once per pass, so it re-points existing caches."""
         cfg = self.config
         if len(keys) != cfg.n_layer or len(values) != cfg.n_layer:
-            raise ValueError(f"attach_kv_cache needs {cfg.n_layer} key and value tensors, got {len(keys)}, {len(values)}")
+            raise ValueError(f"attach_kv_cache needs {cfg.n_layer} key and value tensors, "
+                             f"got {len(keys)} and {len(values)}")
         k0 = keys[0]
         if k0.dim() != 4 or (k0.shape[1], k0.shape[3]) != (cfg.n_query_groups, cfg.head_size):
             raise ValueError(f"KV tensors must be (B, {cfg.n_query_groups}, S, {cfg.head_size}), got {tuple(k0.shape)}")

@@ -26,7 +26,8 @@ wd = Path(__file__).parent.parent.resolve()
 sys.path.append(str(wd))
 
 from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.hf_weights import convert_lit_to_hf, hf_architecture, hf_config_from  # noqa: E402
+from lit_gpt.families import hf_architecture, hf_config_from  # noqa: E402
+from lit_gpt.hf_weights import convert_lit_to_hf  # noqa: E402
 from lit_gpt.lora import LoRAConfig, load_merged_model, merged_state_dict, read_lora_run  # noqa: E402
 from lit_gpt.utils import (  # noqa: E402
     CHECKPOINT_FILENAME, UserError, atomic_path, check_valid_checkpoint_dir, cli, lazy_load, write_json,
