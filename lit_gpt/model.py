@@ -163,10 +163,11 @@ class GPT(nn.Module):
         if k0.dim() != 4 or (k0.shape[1], k0.shape[3]) != (cfg.n_query_groups, cfg.head_size):
             raise ValueError(f"KV tensors must be (B, {cfg.n_query_groups}, S, {cfg.head_size}), got {tuple(k0.shape)}")
         for block, k, v in zip(self.transformer.h, keys, values):
-            if block.attn.kv_cache is None:
+            cache = block.attn.kv_cache
+            if cache is None:
                 block.attn.kv_cache = KVCache(k, v)
             else:
-                block.attn.kv_cache.k, block.attn.kv_cache.v = k, v
+                cache.k, cache.v = k, v
 
     def clear_kv_cache(self) -> None:
         for block in self.transformer.h:
