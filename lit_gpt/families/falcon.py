@@ -10,35 +10,6 @@ from lit_gpt.families.base import (
     GROUPED, Family, check_head_size, gelu_from_hf, gelu_to_hf, require, rope_from_hf, unsupported,
 )
 
-_COMMON = {
-    "transformer.word_embeddings.weight": "transformer.wte.weight",
-    "transformer.h.{l}.self_attention.query_key_value.weight": ("transformer.h.{l}.attn.attn.weight", GROUPED),
-    "transformer.h.{l}.self_attention.query_key_value.bias": ("transformer.h.{l}.attn.attn.bias", GROUPED),
-    "transformer.h.{l}.self_attention.dense.weight": "transformer.h.{l}.attn.proj.weight",
-    "transformer.h.{l}.self_attention.dense.bias": "transformer.h.{l}.attn.proj.bias",
-    "transformer.h.{l}.mlp.dense_h_to_4h.weight": "transformer.h.{l}.mlp.fc.weight",
-    "transformer.h.{l}.mlp.dense_h_to_4h.bias": "transformer.h.{l}.mlp.fc.bias",
-    "transformer.h.{l}.mlp.dense_4h_to_h.weight": "transformer.h.{l}.mlp.proj.weight",
-    "transformer.h.{l}.mlp.dense_4h_to_h.bias": "transformer.h.{l}.mlp.proj.bias",
-    "transformer.ln_f.weight": "transformer.ln_f.weight",
-    "transformer.ln_f.bias": "transformer.ln_f.bias",
-    "lm_head.weight": "lm_head.weight",
-}
-OLD_DECODER = {  # falcon-7b: one input LayerNorm (a second one if not parallel)
-    **_COMMON,
-    "transformer.h.{l}.input_layernorm.weight": "transformer.h.{l}.norm_1.weight",
-    "transformer.h.{l}.input_layernorm.bias": "transformer.h.{l}.norm_1.bias",
-    "transformer.h.{l}.post_attention_layernorm.weight": "transformer.h.{l}.norm_2.weight",
-    "transformer.h.{l}.post_attention_layernorm.bias": "transformer.h.{l}.norm_2.bias",
-}
-NEW_DECODER = {  # falcon-40b/180b, with its two parallel LayerNorms
-    **_COMMON,
-    "transformer.h.{l}.ln_attn.weight": "transformer.h.{l}.norm_1.weight",
-    "transformer.h.{l}.ln_attn.bias": "transformer.h.{l}.norm_1.bias",
-    "transformer.h.{l}.ln_mlp.weight": "transformer.h.{l}.norm_2.weight",
-    "transformer.h.{l}.ln_mlp.bias": "transformer.h.{l}.norm_2.bias",
-}
-
 
 def _from_hf(hf: dict) -> dict:
     get = hf.get
@@ -90,6 +61,35 @@ def _export_weights(c: Config) -> dict:
     new = _to_hf(c, {})["new_decoder_architecture"] and not c.shared_attention_norm
     return NEW_DECODER if new else OLD_DECODER
 
+
+_COMMON = {
+    "transformer.word_embeddings.weight": "transformer.wte.weight",
+    "transformer.h.{l}.self_attention.query_key_value.weight": ("transformer.h.{l}.attn.attn.weight", GROUPED),
+    "transformer.h.{l}.self_attention.query_key_value.bias": ("transformer.h.{l}.attn.attn.bias", GROUPED),
+    "transformer.h.{l}.self_attention.dense.weight": "transformer.h.{l}.attn.proj.weight",
+    "transformer.h.{l}.self_attention.dense.bias": "transformer.h.{l}.attn.proj.bias",
+    "transformer.h.{l}.mlp.dense_h_to_4h.weight": "transformer.h.{l}.mlp.fc.weight",
+    "transformer.h.{l}.mlp.dense_h_to_4h.bias": "transformer.h.{l}.mlp.fc.bias",
+    "transformer.h.{l}.mlp.dense_4h_to_h.weight": "transformer.h.{l}.mlp.proj.weight",
+    "transformer.h.{l}.mlp.dense_4h_to_h.bias": "transformer.h.{l}.mlp.proj.bias",
+    "transformer.ln_f.weight": "transformer.ln_f.weight",
+    "transformer.ln_f.bias": "transformer.ln_f.bias",
+    "lm_head.weight": "lm_head.weight",
+}
+OLD_DECODER = {  # falcon-7b: one input LayerNorm (a second one if not parallel)
+    **_COMMON,
+    "transformer.h.{l}.input_layernorm.weight": "transformer.h.{l}.norm_1.weight",
+    "transformer.h.{l}.input_layernorm.bias": "transformer.h.{l}.norm_1.bias",
+    "transformer.h.{l}.post_attention_layernorm.weight": "transformer.h.{l}.norm_2.weight",
+    "transformer.h.{l}.post_attention_layernorm.bias": "transformer.h.{l}.norm_2.bias",
+}
+NEW_DECODER = {  # falcon-40b/180b, with its two parallel LayerNorms
+    **_COMMON,
+    "transformer.h.{l}.ln_attn.weight": "transformer.h.{l}.norm_1.weight",
+    "transformer.h.{l}.ln_attn.bias": "transformer.h.{l}.norm_1.bias",
+    "transformer.h.{l}.ln_mlp.weight": "transformer.h.{l}.norm_2.weight",
+    "transformer.h.{l}.ln_mlp.bias": "transformer.h.{l}.norm_2.bias",
+}
 
 FALCON = Family("FalconForCausalLM", {**OLD_DECODER, **NEW_DECODER}, _from_hf, _to_hf,
                 aliases=("RWForCausalLM",),  # Falcon before its transformers integration

@@ -8,25 +8,6 @@ from lit_gpt.families.base import (
     GROUPED, Family, check_head_size, gelu_from_hf, gelu_to_hf, require, rope_from_hf, unsupported,
 )
 
-WEIGHTS = {  # GPTNeoXForCausalLM
-    "gpt_neox.embed_in.weight": "transformer.wte.weight",
-    "gpt_neox.layers.{l}.input_layernorm.weight": "transformer.h.{l}.norm_1.weight",
-    "gpt_neox.layers.{l}.input_layernorm.bias": "transformer.h.{l}.norm_1.bias",
-    "gpt_neox.layers.{l}.post_attention_layernorm.weight": "transformer.h.{l}.norm_2.weight",
-    "gpt_neox.layers.{l}.post_attention_layernorm.bias": "transformer.h.{l}.norm_2.bias",
-    "gpt_neox.layers.{l}.attention.query_key_value.weight": ("transformer.h.{l}.attn.attn.weight", GROUPED),
-    "gpt_neox.layers.{l}.attention.query_key_value.bias": ("transformer.h.{l}.attn.attn.bias", GROUPED),
-    "gpt_neox.layers.{l}.attention.dense.weight": "transformer.h.{l}.attn.proj.weight",
-    "gpt_neox.layers.{l}.attention.dense.bias": "transformer.h.{l}.attn.proj.bias",
-    "gpt_neox.layers.{l}.mlp.dense_h_to_4h.weight": "transformer.h.{l}.mlp.fc.weight",
-    "gpt_neox.layers.{l}.mlp.dense_h_to_4h.bias": "transformer.h.{l}.mlp.fc.bias",
-    "gpt_neox.layers.{l}.mlp.dense_4h_to_h.weight": "transformer.h.{l}.mlp.proj.weight",
-    "gpt_neox.layers.{l}.mlp.dense_4h_to_h.bias": "transformer.h.{l}.mlp.proj.bias",
-    "gpt_neox.final_layer_norm.weight": "transformer.ln_f.weight",
-    "gpt_neox.final_layer_norm.bias": "transformer.ln_f.bias",
-    "embed_out.weight": "lm_head.weight",
-}
-
 
 def _from_hf(hf: dict) -> dict:
     get = hf.get
@@ -52,6 +33,25 @@ def _to_hf(c: Config, out: dict) -> dict:
     del out["rope_theta"]
     return out
 
+
+WEIGHTS = {  # GPTNeoXForCausalLM
+    "gpt_neox.embed_in.weight": "transformer.wte.weight",
+    "gpt_neox.layers.{l}.input_layernorm.weight": "transformer.h.{l}.norm_1.weight",
+    "gpt_neox.layers.{l}.input_layernorm.bias": "transformer.h.{l}.norm_1.bias",
+    "gpt_neox.layers.{l}.post_attention_layernorm.weight": "transformer.h.{l}.norm_2.weight",
+    "gpt_neox.layers.{l}.post_attention_layernorm.bias": "transformer.h.{l}.norm_2.bias",
+    "gpt_neox.layers.{l}.attention.query_key_value.weight": ("transformer.h.{l}.attn.attn.weight", GROUPED),
+    "gpt_neox.layers.{l}.attention.query_key_value.bias": ("transformer.h.{l}.attn.attn.bias", GROUPED),
+    "gpt_neox.layers.{l}.attention.dense.weight": "transformer.h.{l}.attn.proj.weight",
+    "gpt_neox.layers.{l}.attention.dense.bias": "transformer.h.{l}.attn.proj.bias",
+    "gpt_neox.layers.{l}.mlp.dense_h_to_4h.weight": "transformer.h.{l}.mlp.fc.weight",
+    "gpt_neox.layers.{l}.mlp.dense_h_to_4h.bias": "transformer.h.{l}.mlp.fc.bias",
+    "gpt_neox.layers.{l}.mlp.dense_4h_to_h.weight": "transformer.h.{l}.mlp.proj.weight",
+    "gpt_neox.layers.{l}.mlp.dense_4h_to_h.bias": "transformer.h.{l}.mlp.proj.bias",
+    "gpt_neox.final_layer_norm.weight": "transformer.ln_f.weight",
+    "gpt_neox.final_layer_norm.bias": "transformer.ln_f.bias",
+    "embed_out.weight": "lm_head.weight",
+}
 
 # transformers >= 5 loads `embed_out.weight` into the module `lm_head`
 GPT_NEOX = Family("GPTNeoXForCausalLM", WEIGHTS, _from_hf, _to_hf, model_types=("gpt_neox",),

@@ -6,30 +6,6 @@ from __future__ import annotations
 from lit_gpt.config import Config
 from lit_gpt.families.base import SEPARATE_QKV, Family, check_head_size, require, rope_from_hf, unsupported
 
-WEIGHTS = {  # LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM
-    "model.embed_tokens.weight": "transformer.wte.weight",
-    "model.layers.{l}.input_layernorm.weight": "transformer.h.{l}.norm_1.weight",
-    **SEPARATE_QKV,
-    "model.layers.{l}.self_attn.o_proj.weight": "transformer.h.{l}.attn.proj.weight",
-    "model.layers.{l}.self_attn.o_proj.bias": "transformer.h.{l}.attn.proj.bias",
-    "model.layers.{l}.post_attention_layernorm.weight": "transformer.h.{l}.norm_2.weight",
-    "model.layers.{l}.mlp.gate_proj.weight": "transformer.h.{l}.mlp.fc_1.weight",
-    "model.layers.{l}.mlp.gate_proj.bias": "transformer.h.{l}.mlp.fc_1.bias",
-    "model.layers.{l}.mlp.up_proj.weight": "transformer.h.{l}.mlp.fc_2.weight",
-    "model.layers.{l}.mlp.up_proj.bias": "transformer.h.{l}.mlp.fc_2.bias",
-    "model.layers.{l}.mlp.down_proj.weight": "transformer.h.{l}.mlp.proj.weight",
-    "model.layers.{l}.mlp.down_proj.bias": "transformer.h.{l}.mlp.proj.bias",
-    "model.norm.weight": "transformer.ln_f.weight",
-    "lm_head.weight": "lm_head.weight",
-}
-
-STABLELM_WEIGHTS = {  # StableLmForCausalLM: the Llama names, with LayerNorm (weight and bias) instead of RMSNorm
-    **WEIGHTS,
-    "model.layers.{l}.input_layernorm.bias": "transformer.h.{l}.norm_1.bias",
-    "model.layers.{l}.post_attention_layernorm.bias": "transformer.h.{l}.norm_2.bias",
-    "model.norm.bias": "transformer.ln_f.bias",
-}
-
 
 ########################
 # config.json -> Config fields
@@ -140,6 +116,33 @@ def _stablelm_to_hf(c: Config, out: dict) -> dict:
     del out["head_dim"]
     return out
 
+
+########################
+# Weight names, and the records
+########################
+WEIGHTS = {  # LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM
+    "model.embed_tokens.weight": "transformer.wte.weight",
+    "model.layers.{l}.input_layernorm.weight": "transformer.h.{l}.norm_1.weight",
+    **SEPARATE_QKV,
+    "model.layers.{l}.self_attn.o_proj.weight": "transformer.h.{l}.attn.proj.weight",
+    "model.layers.{l}.self_attn.o_proj.bias": "transformer.h.{l}.attn.proj.bias",
+    "model.layers.{l}.post_attention_layernorm.weight": "transformer.h.{l}.norm_2.weight",
+    "model.layers.{l}.mlp.gate_proj.weight": "transformer.h.{l}.mlp.fc_1.weight",
+    "model.layers.{l}.mlp.gate_proj.bias": "transformer.h.{l}.mlp.fc_1.bias",
+    "model.layers.{l}.mlp.up_proj.weight": "transformer.h.{l}.mlp.fc_2.weight",
+    "model.layers.{l}.mlp.up_proj.bias": "transformer.h.{l}.mlp.fc_2.bias",
+    "model.layers.{l}.mlp.down_proj.weight": "transformer.h.{l}.mlp.proj.weight",
+    "model.layers.{l}.mlp.down_proj.bias": "transformer.h.{l}.mlp.proj.bias",
+    "model.norm.weight": "transformer.ln_f.weight",
+    "lm_head.weight": "lm_head.weight",
+}
+
+STABLELM_WEIGHTS = {  # StableLmForCausalLM: the Llama names, with LayerNorm (weight and bias) instead of RMSNorm
+    **WEIGHTS,
+    "model.layers.{l}.input_layernorm.bias": "transformer.h.{l}.norm_1.bias",
+    "model.layers.{l}.post_attention_layernorm.bias": "transformer.h.{l}.norm_2.bias",
+    "model.norm.bias": "transformer.ln_f.bias",
+}
 
 LLAMA = Family("LlamaForCausalLM", WEIGHTS, _llama_from_hf, _llama_to_hf, model_types=("llama",))
 MISTRAL = Family("MistralForCausalLM", WEIGHTS, _mistral_from_hf, _mistral_to_hf, model_types=("mistral",))

@@ -8,23 +8,6 @@ from lit_gpt.families.base import (
     SEPARATE_QKV, Family, check_head_size, gelu_from_hf, gelu_to_hf, require, rope_from_hf, unsupported,
 )
 
-WEIGHTS = {  # PhiForCausalLM
-    "model.embed_tokens.weight": "transformer.wte.weight",
-    "model.layers.{l}.input_layernorm.weight": "transformer.h.{l}.norm_1.weight",
-    "model.layers.{l}.input_layernorm.bias": "transformer.h.{l}.norm_1.bias",
-    **SEPARATE_QKV,
-    "model.layers.{l}.self_attn.dense.weight": "transformer.h.{l}.attn.proj.weight",
-    "model.layers.{l}.self_attn.dense.bias": "transformer.h.{l}.attn.proj.bias",
-    "model.layers.{l}.mlp.fc1.weight": "transformer.h.{l}.mlp.fc.weight",
-    "model.layers.{l}.mlp.fc1.bias": "transformer.h.{l}.mlp.fc.bias",
-    "model.layers.{l}.mlp.fc2.weight": "transformer.h.{l}.mlp.proj.weight",
-    "model.layers.{l}.mlp.fc2.bias": "transformer.h.{l}.mlp.proj.bias",
-    "model.final_layernorm.weight": "transformer.ln_f.weight",
-    "model.final_layernorm.bias": "transformer.ln_f.bias",
-    "lm_head.weight": "lm_head.weight",
-    "lm_head.bias": "lm_head.bias",
-}
-
 
 def _from_hf(hf: dict) -> dict:
     get = hf.get
@@ -51,5 +34,22 @@ def _to_hf(c: Config, out: dict) -> dict:
                hidden_act=gelu_to_hf(c), resid_pdrop=0.0, embd_pdrop=0.0)
     return out
 
+
+WEIGHTS = {  # PhiForCausalLM
+    "model.embed_tokens.weight": "transformer.wte.weight",
+    "model.layers.{l}.input_layernorm.weight": "transformer.h.{l}.norm_1.weight",
+    "model.layers.{l}.input_layernorm.bias": "transformer.h.{l}.norm_1.bias",
+    **SEPARATE_QKV,
+    "model.layers.{l}.self_attn.dense.weight": "transformer.h.{l}.attn.proj.weight",
+    "model.layers.{l}.self_attn.dense.bias": "transformer.h.{l}.attn.proj.bias",
+    "model.layers.{l}.mlp.fc1.weight": "transformer.h.{l}.mlp.fc.weight",
+    "model.layers.{l}.mlp.fc1.bias": "transformer.h.{l}.mlp.fc.bias",
+    "model.layers.{l}.mlp.fc2.weight": "transformer.h.{l}.mlp.proj.weight",
+    "model.layers.{l}.mlp.fc2.bias": "transformer.h.{l}.mlp.proj.bias",
+    "model.final_layernorm.weight": "transformer.ln_f.weight",
+    "model.final_layernorm.bias": "transformer.ln_f.bias",
+    "lm_head.weight": "lm_head.weight",
+    "lm_head.bias": "lm_head.bias",
+}
 
 PHI = Family("PhiForCausalLM", WEIGHTS, _from_hf, _to_hf, model_types=("phi",))

@@ -6,20 +6,6 @@ from __future__ import annotations
 
 from lit_gpt.families.base import Family, rope_from_hf
 
-WEIGHTS = {  # QWenLMHeadModel
-    "transformer.wte.weight": "transformer.wte.weight",
-    "transformer.h.{l}.ln_1.weight": "transformer.h.{l}.norm_1.weight",
-    "transformer.h.{l}.attn.c_attn.weight": "transformer.h.{l}.attn.attn.weight",
-    "transformer.h.{l}.attn.c_attn.bias": "transformer.h.{l}.attn.attn.bias",
-    "transformer.h.{l}.attn.c_proj.weight": "transformer.h.{l}.attn.proj.weight",
-    "transformer.h.{l}.ln_2.weight": "transformer.h.{l}.norm_2.weight",
-    "transformer.h.{l}.mlp.w2.weight": "transformer.h.{l}.mlp.fc_1.weight",
-    "transformer.h.{l}.mlp.w1.weight": "transformer.h.{l}.mlp.fc_2.weight",
-    "transformer.h.{l}.mlp.c_proj.weight": "transformer.h.{l}.mlp.proj.weight",
-    "transformer.ln_f.weight": "transformer.ln_f.weight",
-    "lm_head.weight": "lm_head.weight",
-}
-
 
 def _from_hf(hf: dict) -> dict:
     """Its config's intermediate_size counts both SwiGLU branches."""
@@ -35,5 +21,19 @@ def _from_hf(hf: dict) -> dict:
         intermediate_size=get("intermediate_size") // 2, tie_embeddings=bool(get("tie_word_embeddings", False)),
     )
 
+
+WEIGHTS = {  # QWenLMHeadModel
+    "transformer.wte.weight": "transformer.wte.weight",
+    "transformer.h.{l}.ln_1.weight": "transformer.h.{l}.norm_1.weight",
+    "transformer.h.{l}.attn.c_attn.weight": "transformer.h.{l}.attn.attn.weight",
+    "transformer.h.{l}.attn.c_attn.bias": "transformer.h.{l}.attn.attn.bias",
+    "transformer.h.{l}.attn.c_proj.weight": "transformer.h.{l}.attn.proj.weight",
+    "transformer.h.{l}.ln_2.weight": "transformer.h.{l}.norm_2.weight",
+    "transformer.h.{l}.mlp.w2.weight": "transformer.h.{l}.mlp.fc_1.weight",
+    "transformer.h.{l}.mlp.w1.weight": "transformer.h.{l}.mlp.fc_2.weight",
+    "transformer.h.{l}.mlp.c_proj.weight": "transformer.h.{l}.mlp.proj.weight",
+    "transformer.ln_f.weight": "transformer.ln_f.weight",
+    "lm_head.weight": "lm_head.weight",
+}
 
 QWEN = Family("QWenLMHeadModel", WEIGHTS, _from_hf, written_as="Qwen2ForCausalLM", model_types=("qwen",))
