@@ -216,3 +216,17 @@ def test_attach_kv_cache_reads_and_writes_the_callers_tensors_in_place():
     with pytest.raises(ValueError, match="KV tensors must be"):
         model.attach_kv_cache([k.transpose(1, 2) for k in keys], values)
     model.clear_kv_cache()
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    """The attention plan passes through torch.utils.checkpoint like any other argument."""
+    model = tiny("tiny-llama").train()
+    mask, position_ids = packed_attention(torch.tensor([[0] * 5 + [1] * 3]))
+    grads = []
+    for checkpointing in (False, True):
+        model.zero_grad()
+        model.gradient_checkpointing = checkpointing
+        model(ids(1, 8), position_ids=position_ids, mask=mask).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
