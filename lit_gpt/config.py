@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Iterable, Literal, Optional
 
 import yaml
 
@@ -20,6 +20,10 @@ CONFIG_FILENAME = "model_config.yaml"
 class Config:
     name: str = ""
     hf_config: dict = field(default_factory=dict)  # {"org": ..., "name": ...} of the Hub repo
+    # The transformers architecture of the Hub checkpoint (lit_gpt.families): which names its weights have and
+    # which config.json an export writes. None (model_config.yaml files from before the field): inferred from the
+    # fields below. Left out of ==: two configs that differ only in it build the same model (Qwen-1 and Qwen2).
+    architecture: Optional[str] = field(default=None, compare=False)
     block_size: int = 4096  # longest context the model was trained for
     vocab_size: int = 50254  # tokenizer vocabulary
     padding_multiple: int = 512
@@ -117,6 +121,13 @@ class Config:
         return path
 
 
+def config_fields_differ(a: Config, b: Config, ignore: Iterable[str] = ()) -> dict[str, tuple]:
+    """Fields where two configs disagree (for warnings and tests)."""
+    ignore = set(ignore)
+    da, db = asdict(a), asdict(b)
+    return {f.name: (da[f.name], db[f.name]) for f in fields(Config) if f.name not in ignore and da[f.name] != db[f.name]}
+
+
 def _hf(org: str, name: str) -> dict:
     return {"org": org, "name": name}
 
@@ -128,6 +139,7 @@ configs: list[dict] = []
 # Meta Llama 2
 ########################
 _llama = dict(
+    architecture="LlamaForCausalLM",
     vocab_size=32000, padding_multiple=64, rotary_percentage=1.0, parallel_residual=False, bias=False,
     norm_class_name="RMSNorm", norm_eps=1e-5, mlp_class_name="LLaMAMLP", block_size=4096,
 )
@@ -155,7 +167,7 @@ configs += [
 ########################
 configs.append(
     dict(name="Mistral-7B-v0.1", hf_config=_hf("mistralai", "Mistral-7B-v0.1"),
-         **{**_llama, "block_size": 32768},
+         **{**_llama, "architecture": "MistralForCausalLM", "block_size": 32768},
          n_layer=32, n_head=32, n_embd=4096, n_query_groups=8, intermediate_size=14336,
          sliding_window_size=4096),
 )
@@ -164,6 +176,7 @@ configs.append(
 # Qwen (first generation): fused c_attn with bias, tiktoken vocabulary
 ########################
 _qwen1 = dict(
+    architecture="QWenLMHeadModel",
     vocab_size=151851, padded_vocab_size=151936, rotary_percentage=1.0, parallel_residual=False, bias=False,
     attn_bias=True, norm_class_name="RMSNorm", norm_eps=1e-6, mlp_class_name="LLaMAMLP", rope_base=10000,
 )
@@ -179,6 +192,7 @@ configs += [
 # Qwen2.5
 ########################
 _qwen25 = dict(
+    architecture="Qwen2ForCausalLM",
     vocab_size=151643, rotary_percentage=1.0, parallel_residual=False, bias=False, attn_bias=True,
     norm_class_name="RMSNorm", norm_eps=1e-6, mlp_class_name="LLaMAMLP", rope_base=1000000, block_size=32768,
 )
@@ -197,7 +211,8 @@ configs += [
 # TII Falcon
 ########################
 configs.append(
-    dict(name="falcon-7b", hf_config=_hf("tiiuae", "falcon-7b"), block_size=2048, vocab_size=65024,
+    dict(name="falcon-7b", hf_config=_hf("tiiuae", "falcon-7b"), architecture="FalconForCausalLM",
+         block_size=2048, vocab_size=65024,
          padded_vocab_size=65024, n_layer=32, n_head=71, n_embd=4544, n_query_groups=1, rotary_percentage=1.0,
          parallel_residual=True, shared_attention_norm=True, bias=False, tie_embeddings=True),
 )
@@ -205,7 +220,8 @@ configs.append(
 ########################
 # EleutherAI Pythia (GPT-NeoX)
 ########################
-_pythia = dict(block_size=2048, vocab_size=50254, padding_multiple=128, rotary_percentage=0.25,
+_pythia = dict(architecture="GPTNeoXForCausalLM",
+               block_size=2048, vocab_size=50254, padding_multiple=128, rotary_percentage=0.25,
                parallel_residual=True, bias=True)
 for _name, _n_layer, _n_embd, _n_head, _extra in [
     ("pythia-70m", 6, 512, 8, {}),
@@ -225,14 +241,17 @@ for _name, _n_layer, _n_embd, _n_head, _extra in [
 ########################
 configs += [
     # The alpha models are GPT-NeoX.
-    dict(name="stablelm-base-alpha-3b", hf_config=_hf("stabilityai", "stablelm-base-alpha-3b"), block_size=4096,
+    dict(name="stablelm-base-alpha-3b", hf_config=_hf("stabilityai", "stablelm-base-alpha-3b"),
+         architecture="GPTNeoXForCausalLM", block_size=4096,
          vocab_size=50254, padded_vocab_size=50688, n_layer=16, n_head=32, n_embd=4096, rotary_percentage=0.25,
          parallel_residual=True, bias=True),
-    dict(name="stablelm-base-alpha-7b", hf_config=_hf("stabilityai", "stablelm-base-alpha-7b"), block_size=4096,
+    dict(name="stablelm-base-alpha-7b", hf_config=_hf("stabilityai", "stablelm-base-alpha-7b"),
+         architecture="GPTNeoXForCausalLM", block_size=4096,
          vocab_size=50254, padded_vocab_size=50432, n_layer=16, n_head=48, n_embd=6144, rotary_percentage=0.25,
          parallel_residual=True, bias=True),
     # StableLM-3B-4E1T (the `StableLmForCausalLM` architecture): LayerNorm, SwiGLU, partial rotary.
-    dict(name="stablelm-3b-4e1t", hf_config=_hf("stabilityai", "stablelm-3b-4e1t"), block_size=4096,
+    dict(name="stablelm-3b-4e1t", hf_config=_hf("stabilityai", "stablelm-3b-4e1t"),
+         architecture="StableLmForCausalLM", block_size=4096,
          vocab_size=50254, padded_vocab_size=50304, n_layer=32, n_head=32, n_embd=2560, rotary_percentage=0.25,
          parallel_residual=False, bias=False, norm_class_name="LayerNorm", mlp_class_name="LLaMAMLP",
          intermediate_size=6912),
@@ -242,7 +261,8 @@ configs += [
 # Microsoft Phi
 ########################
 configs.append(
-    dict(name="phi-2", hf_config=_hf("microsoft", "phi-2"), block_size=2048, vocab_size=50257,
+    dict(name="phi-2", hf_config=_hf("microsoft", "phi-2"), architecture="PhiForCausalLM",
+         block_size=2048, vocab_size=50257,
          padded_vocab_size=51200, n_layer=32, n_head=32, n_embd=2560, rotary_percentage=0.4,
          parallel_residual=True, shared_attention_norm=True, bias=True, lm_head_bias=True,
          gelu_approximate="tanh"),
@@ -251,7 +271,8 @@ configs.append(
 ########################
 # HuggingFaceTB SmolLM2
 ########################
-_smollm2 = dict(vocab_size=49152, padded_vocab_size=49152, block_size=8192, rotary_percentage=1.0,
+_smollm2 = dict(architecture="LlamaForCausalLM",
+                vocab_size=49152, padded_vocab_size=49152, block_size=8192, rotary_percentage=1.0,
                 parallel_residual=False, bias=False, norm_class_name="RMSNorm", norm_eps=1e-5,
                 mlp_class_name="LLaMAMLP", tie_embeddings=True)
 for _suffix in ("", "-Instruct"):
@@ -265,7 +286,8 @@ for _suffix in ("", "-Instruct"):
     ]
 
 ########################
-# Tiny debug configs: random weights, for tests and smoke runs
+# Tiny debug configs: random weights, for tests and smoke runs. No `architecture`: it follows the fields, which
+# tests override freely.
 ########################
 configs += [
     dict(name="tiny-llama", block_size=128, vocab_size=256, padded_vocab_size=256, n_layer=2, n_head=4,

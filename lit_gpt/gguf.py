@@ -199,7 +199,7 @@ def _derived_config(meta: dict[str, Any], derived: dict, name: Optional[str]) ->
         name = str(meta.get("general.name") or "gguf-model")
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "gguf-model"
     org = str(meta.get("general.organization") or "gguf")
-    return Config(name=name, hf_config={"org": org, "name": name}, **derived)
+    return Config(name=name, hf_config={"org": org, "name": name}, architecture="LlamaForCausalLM", **derived)
 
 
 # llama.cpp's tensor names <-> ours, for reading (here) and writing (lit_gpt.gguf_export): whole-model tensors,

@@ -5,7 +5,7 @@ all value heads] (each head `head_size` rows), so a slice of rows is a slice of 
 
 `forward(idx, input_pos=None, *, position_ids=None, mask=None)`:
 - without a KV cache, `input_pos=None` runs a causal (and, for Mistral, sliding-window) full forward;
-- with a KV cache (`set_kv_cache`), `input_pos` (T,) gives the cache slots the T new tokens are written to;
+- with a KV cache, `input_pos` (T,) gives the cache slots the T new tokens are written to;
 - `position_ids` (B, T) overrides the rotary positions (packing restarts them per example, left padding
   starts them after the pads);
 - `mask` (B, T, S) bool, True where a query may attend a key, is AND-ed with the causal mask (packing blocks
@@ -14,13 +14,20 @@ all value heads] (each head `head_size` rows), so a slice of rows is a slice of 
 `forward_groups(groups)` runs several KV-cached batches of different shapes (a server's decode rows, one token
 each, beside a chunk of a new prompt) through one pass: the linear layers see all their tokens at once, and only
 attention runs per group, over that group's rows of the cache.
+
+Every layer's attention in one pass follows the same `AttentionPlan` (the mask, the cache slots written and, for
+`forward_groups`, each group's span), built once per pass.
+
+The KV cache is set up by the model: `set_kv_cache(batch_size, max_seq_length)` allocates one per layer;
+`attach_kv_cache(keys, values)` makes the layers read and write tensors the caller owns instead (a server keeps
+its rows in storage it grows and shifts, and attaches views of it); `clear_kv_cache()` drops them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -69,14 +76,14 @@ class GPT(nn.Module):
         if position_ids is None:
             position_ids = q_pos.unsqueeze(0)
         cos, sin = self.rope(position_ids, dtype=self.transformer.wte.weight.dtype)
-        attn_mask = self._attention_mask(q_pos, mask, idx.device)
+        plan = AttentionPlan(self._attention_mask(q_pos, mask, idx.device), input_pos)
 
         x = self.transformer.wte(idx)
         for block in self.transformer.h:
             if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, attn_mask, input_pos, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, plan, use_reentrant=False)
             else:
-                x = block(x, cos, sin, attn_mask, input_pos)
+                x = block(x, cos, sin, plan)
         x = self.transformer.ln_f(x)
         if return_hidden:
             return x
@@ -84,7 +91,7 @@ class GPT(nn.Module):
 
     def forward_groups(self, groups: list[Group]) -> list[torch.Tensor]:
         """The final hidden states (b, T, n_embd) of each group; every group writes its keys/values into its rows and
-        slots of the KV cache (set with `set_kv_cache`, or pointed at by the caller) and attends over its `mask`."""
+        slots of the KV cache (`set_kv_cache` or `attach_kv_cache`) and attends over its `mask`."""
         if self.transformer.h[0].attn.kv_cache is None:
             raise RuntimeError("forward_groups needs a KV cache: call `model.set_kv_cache(batch_size)` first")
         dtype = self.transformer.wte.weight.dtype
@@ -97,11 +104,12 @@ class GPT(nn.Module):
             sins.append(sin)
             S = g.key_start + g.mask.shape[-1]
             mask = self._attention_mask(g.input_pos, g.mask, g.idx.device, S, g.key_start)
-            specs.append(_GroupAttention(start, b, T, g.rows, g.input_pos, mask, g.key_start))
+            specs.append(GroupAttention(start, b, T, g.rows, g.input_pos, mask, g.key_start))
             start += b * T
         x, cos, sin = torch.cat(xs).unsqueeze(0), torch.cat(coss, dim=2), torch.cat(sins, dim=2)
+        plan = AttentionPlan(None, None, groups=specs)
         for block in self.transformer.h:
-            x = block(x, cos, sin, specs, None)
+            x = block(x, cos, sin, plan)
         x = self.transformer.ln_f(x)[0]
         return [x[g.start : g.start + g.b * g.T].view(g.b, g.T, -1) for g in specs]
 
@@ -139,10 +147,27 @@ class GPT(nn.Module):
         weight = self.transformer.wte.weight
         device = device or weight.device
         dtype = dtype or (weight.dtype if weight.is_floating_point() else torch.float32)
+        shape = (batch_size, self.config.n_query_groups, max_seq_length, self.config.head_size)
         for block in self.transformer.h:
-            block.attn.kv_cache = KVCache(
-                batch_size, self.config.n_query_groups, max_seq_length, self.config.head_size, device, dtype
-            )
+            block.attn.kv_cache = KVCache(torch.zeros(shape, device=device, dtype=dtype),
+                                          torch.zeros(shape, device=device, dtype=dtype))
+
+    def attach_kv_cache(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+        """Makes layer i read and write `keys[i]`, `values[i]` (B, n_query_groups, S, head_size) in place: tensors
+        the caller owns, e.g. views of a server's storage. Called once per pass, so it re-points existing caches."""
+        cfg = self.config
+        if len(keys) != cfg.n_layer or len(values) != cfg.n_layer:
+            raise ValueError(f"attach_kv_cache needs {cfg.n_layer} key and value tensors, "
+                             f"got {len(keys)} and {len(values)}")
+        k0 = keys[0]
+        if k0.dim() != 4 or (k0.shape[1], k0.shape[3]) != (cfg.n_query_groups, cfg.head_size):
+            raise ValueError(f"KV tensors must be (B, {cfg.n_query_groups}, S, {cfg.head_size}), got {tuple(k0.shape)}")
+        for block, k, v in zip(self.transformer.h, keys, values):
+            cache = block.attn.kv_cache
+            if cache is None:
+                block.attn.kv_cache = KVCache(k, v)
+            else:
+                cache.k, cache.v = k, v
 
     def clear_kv_cache(self) -> None:
         for block in self.transformer.h:
@@ -165,7 +190,9 @@ class Group:
 
 
 @dataclass
-class _GroupAttention:
+class GroupAttention:
+    """Where one `Group` lies in a `forward_groups` pass, and the mask its queries attend with."""
+
     start: int  # the group's first token in the pass's flattened tokens
     b: int
     T: int
@@ -173,6 +200,20 @@ class _GroupAttention:
     input_pos: torch.Tensor
     mask: torch.Tensor  # (b|1, 1, T, S - key_start) bool
     key_start: int = 0
+
+
+@dataclass
+class AttentionPlan:
+    """What every layer's attention does in one pass.
+
+    Without `groups`: the (B, T) tokens attend with `mask` ((B|1, 1, T, S) bool; None: plain causal over the T
+    tokens) after writing their keys/values to cache slots `input_pos` (None: no cache). With `groups`
+    (`forward_groups`): x holds all groups' tokens as one row, and each group attends over its own cache rows.
+    """
+
+    mask: Optional[torch.Tensor]
+    input_pos: Optional[torch.Tensor] = None
+    groups: list[GroupAttention] = field(default_factory=list)
 
 
 def make_norm(config: Config) -> nn.Module:
@@ -190,9 +231,9 @@ class Block(nn.Module):
         self.mlp = LLaMAMLP(config) if config.mlp_class_name == "LLaMAMLP" else GptNeoxMLP(config)
         self.parallel_residual = config.parallel_residual
 
-    def forward(self, x, cos, sin, mask, input_pos):
+    def forward(self, x, cos, sin, plan: AttentionPlan):
         x_normed = self.norm_1(x)
-        h = self.attn(x_normed, cos, sin, mask, input_pos)
+        h = self.attn(x_normed, cos, sin, plan)
         if self.parallel_residual:
             mlp_in = x_normed if self.norm_2 is None else self.norm_2(x)
             return x + h + self.mlp(mlp_in)
@@ -210,7 +251,7 @@ class CausalSelfAttention(nn.Module):
         self.rope_n_elem = config.rope_n_elem
         self.kv_cache: Optional[KVCache] = None
 
-    def forward(self, x, cos, sin, mask, input_pos):
+    def forward(self, x, cos, sin, plan: AttentionPlan):
         B, T, _ = x.shape
         hs, nh, ng = self.head_size, self.n_head, self.n_query_groups
         q, k, v = self.attn(x).split((nh * hs, ng * hs, ng * hs), dim=-1)
@@ -219,16 +260,16 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, ng, hs).transpose(1, 2)
         q = apply_rope(q, cos, sin, self.rope_n_elem)
         k = apply_rope(k, cos, sin, self.rope_n_elem)
-        if isinstance(mask, list):  # forward_groups: x is (1, all groups' tokens, C)
-            y = torch.cat([self._attend(q, k, v, g) for g in mask], dim=1)
+        if plan.groups:  # forward_groups: x is (1, all groups' tokens, C)
+            y = torch.cat([self._attend(q, k, v, g) for g in plan.groups], dim=1)
             return self.proj(y)
-        if input_pos is not None:
-            k, v = self.kv_cache.update(input_pos, k, v)
-        y = self._sdpa(q, k, v, mask)
+        if plan.input_pos is not None:
+            k, v = self.kv_cache.update(plan.input_pos, k, v)
+        y = self._sdpa(q, k, v, plan.mask)
         y = y.transpose(1, 2).reshape(B, T, nh * hs)
         return self.proj(y)
 
-    def _attend(self, q, k, v, g: _GroupAttention) -> torch.Tensor:
+    def _attend(self, q, k, v, g: GroupAttention) -> torch.Tensor:
         """One group's attention: its tokens' queries (as a (b, heads, T, hs) batch) over its cache rows."""
         n, hs = g.b * g.T, self.head_size
 
@@ -335,11 +376,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_elem: in
 
 
 class KVCache(nn.Module):
-    def __init__(self, batch_size, n_groups, max_seq_length, head_size, device, dtype) -> None:
+    """One layer's keys and values, (B, n_query_groups, S, head_size) each; built by `GPT.set_kv_cache` or
+    `GPT.attach_kv_cache`."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor) -> None:
         super().__init__()
-        shape = (batch_size, n_groups, max_seq_length, head_size)
-        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("k", k, persistent=False)
+        self.register_buffer("v", v, persistent=False)
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                rows: Optional[slice] = None) -> tuple[torch.Tensor, torch.Tensor]:

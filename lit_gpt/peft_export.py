@@ -2,7 +2,7 @@
 
 `peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(hf_export), adapter_dir)` then computes what
 our unmerged LoRA model computes. The HF module of each of our LoRA layers comes from the weight-name tables of
-lit_gpt.hf_weights, and each layer's parts (which rows of the fused QKV have an update) from lit_gpt.lora itself:
+lit_gpt.families, and each layer's parts (which rows of the fused QKV have an update) from lit_gpt.lora itself:
 - a plain layer (projection, MLP, head) is one PEFT module with the same A and B;
 - a fused QKV exported as separate q/k/v projections (Llama, Mistral, Qwen2, Phi, StableLM) gives each enabled
   part its own PEFT module with that part's rank-r A and its rows of B;
@@ -19,16 +19,15 @@ from typing import Any, Optional
 import torch
 
 from lit_gpt.config import Config
-from lit_gpt.hf_weights import GROUPED, Q, K, V, _export_table, hf_architecture, lit_to_grouped
+from lit_gpt.families import family, hf_architecture
+from lit_gpt.families.base import GROUPED, K, Q, V
+from lit_gpt.hf_weights import lit_to_grouped
 from lit_gpt.lora import LoRAConfig, LoRALinear, inject_lora
 from lit_gpt.utils import UserError
 
 ADAPTER_CONFIG_FILENAME = "adapter_config.json"
 ADAPTER_WEIGHTS_FILENAME = "adapter_model.safetensors"
 PREFIX = "base_model.model."  # PeftModel wraps a LoraModel that wraps the transformers model
-# Modules whose name in transformers differs from their weights' name (transformers >= 5 renames GPT-NeoX's
-# `embed_out.weight` to the module `lm_head` on load; PEFT targets modules).
-MODULE_RENAMES = {"GPTNeoXForCausalLM": {"embed_out": "lm_head"}}
 
 
 def lora_layout(config: Config, lora: LoRAConfig) -> dict[str, tuple[list[int], list[bool]]]:
@@ -43,7 +42,8 @@ def lora_layout(config: Config, lora: LoRAConfig) -> dict[str, tuple[list[int], 
 def _module_targets(config: Config, arch: str) -> dict[str, list[tuple[str, Optional[str]]]]:
     """{our module name: [(HF module name, piece), ...]} from the architecture's weight table."""
     out: dict[str, list[tuple[str, Optional[str]]]] = {}
-    for hf_pattern, target in _export_table(config, arch).items():
+    fam = family(arch)
+    for hf_pattern, target in fam.export_table(config).items():
         lit_pattern, piece = (target, None) if isinstance(target, str) else target
         if not hf_pattern.endswith(".weight"):
             continue
@@ -51,7 +51,7 @@ def _module_targets(config: Config, arch: str) -> dict[str, list[tuple[str, Opti
         for layer in layers:
             lit = lit_pattern.format(l=layer).removesuffix(".weight")
             hf = hf_pattern.format(l=layer).removesuffix(".weight")
-            out.setdefault(lit, []).append((MODULE_RENAMES.get(arch, {}).get(hf, hf), piece))
+            out.setdefault(lit, []).append((fam.module_renames.get(hf, hf), piece))
     return out
 
 

@@ -15,19 +15,9 @@ from typing import Optional
 import torch
 
 
-from lit_gpt.config import Config, name_to_config
-from lit_gpt.hf_weights import (
-    ARCHITECTURE_TABLES,
-    _architecture,
-    check_state_dict,
-    config_fields_differ,
-    config_from_hf,
-    convert_hf_to_lit,
-    hf_architecture,
-    hf_weight_files,
-    iter_hf_weights,
-    weight_names,
-)
+from lit_gpt.config import Config, config_fields_differ, name_to_config
+from lit_gpt.families import can_hold, config_from_hf, family_of, hf_architecture, hf_family
+from lit_gpt.hf_weights import check_state_dict, convert_hf_to_lit, hf_weight_files, iter_hf_weights
 from lit_gpt.utils import CHECKPOINT_FILENAME, UserError, atomic_save, cli
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -54,7 +44,9 @@ def resolve_config(checkpoint_dir: Path, model_name: Optional[str], hf: Optional
         if hf is not None:
             derived = config_from_hf(hf, name=config.name)
             # The named config's vocab_size is the tokenizer's; config.json only knows the embedding rows.
-            diff = config_fields_differ(config, derived, ignore=("name", "hf_config", "vocab_size", "padding_multiple"))
+            # The architecture is checked against config.json's on its own (convert_hf_checkpoint).
+            diff = config_fields_differ(config, derived, ignore=("name", "hf_config", "architecture", "vocab_size",
+                                                                 "padding_multiple"))
             if diff and model_name is None:
                 # Only the directory's name says which model it is; config.json describes the weights it holds.
                 print(f"warning: {checkpoint_dir / 'config.json'} differs from the named config {name!r} in "
@@ -92,18 +84,15 @@ def convert_hf_checkpoint(
     config = resolve_config(checkpoint_dir, model_name, hf)
     files = hf_weight_files(checkpoint_dir)
     if hf is not None:
-        arch = _architecture(hf)
+        source = hf_family(hf)
         described = hf_architecture(config)
-        if ARCHITECTURE_TABLES[described] is not ARCHITECTURE_TABLES[arch] and (described, arch) != (
-            "Qwen2ForCausalLM", "QWenLMHeadModel"
-        ):
+        if not can_hold(source, described):
             raise UserError(f"{config.name} is a {described} model, but {checkpoint_dir / 'config.json'} holds a "
-                            f"{arch}: pick a matching --model_name")
+                            f"{source.name}: pick a matching --model_name")
     else:
-        # Without config.json the named config decides, except that Qwen-1 and Qwen2 share a config shape.
-        arch = hf_architecture(config)
-        if any(".c_attn." in n for n in weight_names(files[0])):
-            arch = "QWenLMHeadModel"
+        source = family_of(config)  # without config.json the named config says how the weights are named
+    arch = source.name
+    config.architecture = arch  # saved in model_config.yaml: how this checkpoint's weights were named
 
     state_dict = convert_hf_to_lit(iter_hf_weights(files, progress=True), config, arch, DTYPES.get(dtype))
     check_state_dict(state_dict, config, str(checkpoint_dir))

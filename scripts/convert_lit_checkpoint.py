@@ -24,7 +24,8 @@ import torch
 
 
 from lit_gpt.config import Config
-from lit_gpt.hf_weights import convert_lit_to_hf, hf_architecture, hf_config_from
+from lit_gpt.families import hf_architecture, hf_config_from
+from lit_gpt.hf_weights import convert_lit_to_hf
 from lit_gpt.lora import LoRAConfig, load_merged_model, merged_state_dict, read_lora_run
 from lit_gpt.utils import (
     CHECKPOINT_FILENAME, UserError, atomic_path, check_valid_checkpoint_dir, cli, lazy_load, write_json,

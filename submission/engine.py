@@ -463,11 +463,7 @@ class Engine:
 
     def _use_cache(self, rows: slice, slots: slice) -> None:
         """Points every layer's KV cache at a view of the storage, so the model reads and writes it in place."""
-        if self.model.transformer.h[0].attn.kv_cache is None:
-            self.model.set_kv_cache(batch_size=1, max_seq_length=1, device=self.device, dtype=self.dtype)
-        for block, k, v in zip(self.model.transformer.h, self._k, self._v):
-            block.attn.kv_cache.k = k[rows, :, slots]
-            block.attn.kv_cache.v = v[rows, :, slots]
+        self.model.attach_kv_cache([k[rows, :, slots] for k in self._k], [v[rows, :, slots] for v in self._v])
 
     def _shift(self, offset: int) -> None:
         """Moves the running rows' cache `offset` slots right (> 0) or left (< 0)."""

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lit_gpt.config import Config, name_to_config
-from lit_gpt.hf_weights import config_fields_differ, config_from_hf, hf_config_from
+from lit_gpt.config import Config, config_fields_differ, name_to_config
+from lit_gpt.families import config_from_hf, hf_config_from
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lit_gpt.config import Config
-from lit_gpt.hf_weights import convert_lit_to_hf, hf_architecture
+from lit_gpt.families import hf_architecture
+from lit_gpt.hf_weights import convert_lit_to_hf
 from lit_gpt.model import GPT
 from lit_gpt.utils import load_checkpoint
 

@@ -191,3 +191,42 @@ def test_tied_embeddings_share_one_parameter():
     model = tiny("tiny-llama", tie_embeddings=True)
     assert model.lm_head.weight is model.transformer.wte.weight
     assert set(model.state_dict()) >= {"lm_head.weight", "transformer.wte.weight"}
+
+
+def test_attach_kv_cache_reads_and_writes_the_callers_tensors_in_place():
+    """Views of a larger storage (rows 1-2, slots 3..) as the cache: the forward writes the storage itself and
+    gives what a cache of its own gives."""
+    model = tiny("tiny-llama")
+    cfg = model.config
+    idx = ids(2, 6)
+    with torch.no_grad():
+        model.set_kv_cache(batch_size=2, max_seq_length=8)
+        own = model(idx, torch.arange(6))
+        own_k = [blk.attn.kv_cache.k[:, :, :6].clone() for blk in model.transformer.h]
+        model.clear_kv_cache()
+        storage = [torch.zeros(4, cfg.n_query_groups, 12, cfg.head_size) for _ in range(2 * cfg.n_layer)]
+        keys, values = storage[: cfg.n_layer], storage[cfg.n_layer :]
+        model.attach_kv_cache([k[1:3, :, 3:] for k in keys], [v[1:3, :, 3:] for v in values])
+        torch.testing.assert_close(model(idx, torch.arange(6)), own)
+    for k, expected in zip(keys, own_k):
+        torch.testing.assert_close(k[1:3, :, 3:9], expected)
+        assert not k[0].any() and not k[3].any() and not k[:, :, :3].any()
+    with pytest.raises(ValueError, match=f"needs {cfg.n_layer} key and value tensors"):
+        model.attach_kv_cache(keys[:1], values[:1])
+    with pytest.raises(ValueError, match="KV tensors must be"):
+        model.attach_kv_cache([k.transpose(1, 2) for k in keys], values)
+    model.clear_kv_cache()
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    """The attention plan passes through torch.utils.checkpoint like any other argument."""
+    model = tiny("tiny-llama").train()
+    mask, position_ids = packed_attention(torch.tensor([[0] * 5 + [1] * 3]))
+    grads = []
+    for checkpointing in (False, True):
+        model.zero_grad()
+        model.gradient_checkpointing = checkpointing
+        model(ids(1, 8), position_ids=position_ids, mask=mask).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
