@@ -87,7 +87,7 @@ def main() -> None:
         ckpt = parent / "bench-llama"
         ckpt.mkdir()
         # before writing: a child's ru_maxrss starts from its parent's RSS at the fork, which the shards inflate
-        baseline = subprocess.run([sys.executable, "-c", "import resource, torch, scripts.convert_hf_checkpoint;"
+        baseline = subprocess.run([sys.executable, "-c", "import resource, torch, lit_gpt.convert_hf;"
                                    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
                                   cwd=ROOT, capture_output=True, text=True, check=True)
         total = write_checkpoint(ckpt, layers, args.shard_mb, shape)

@@ -18,8 +18,8 @@ import torch
 
 from lit_gpt.generation import generate, load_model
 from lit_gpt.utils import cli
-from scripts.convert_gguf_checkpoint import convert_gguf_checkpoint
-from scripts.convert_lit_checkpoint import convert_lit_checkpoint
+from lit_gpt.convert_gguf import convert_gguf_checkpoint
+from lit_gpt.convert_lit import convert_lit_checkpoint
 
 
 def compare(logits: torch.Tensor, ref: torch.Tensor) -> dict:

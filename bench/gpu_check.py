@@ -93,7 +93,7 @@ class Run:
         """(lit checkpoint dir, HF model) of a tiny random model of `family`, converted by the real script."""
         if family not in self._ckpts:
             tiny_hf = repo_module("tests/tiny_hf.py")
-            convert_hf_checkpoint = repo_module("scripts/convert_hf_checkpoint.py").convert_hf_checkpoint
+            from lit_gpt.convert_hf import convert_hf_checkpoint
 
             hf = tiny_hf.make_hf_model(family)
             ckpt = self.work / "hf" / family

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import torch
 
-from lit_gpt.utils import UserError
+from lit_gpt.utils import UserError, read_json_object
 
 # Qwen-1 (qwen.tiktoken): its split pattern and the special tokens numbered after the BPE ranks.
 QWEN_PATTERN = (
@@ -39,15 +39,7 @@ CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|en
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path) or {}
 
 
 def _token_text(value: Any) -> Optional[str]:

@@ -164,3 +164,17 @@ def read_data_file(path: Path, missing: str) -> Any:
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({e})") from e
+
+
+def read_json_object(path: Path) -> Optional[dict]:
+    """A JSON object file (config.json, tokenizer_config.json), None where it is absent; a one-line UserError naming
+    the file where it is not valid JSON or not an object."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data

@@ -77,7 +77,7 @@ def download_from_hub(
     print(f"downloaded {len(files)} files to {target}", file=sys.stderr)
 
     if convert:
-        from scripts.convert_hf_checkpoint import convert_hf_checkpoint
+        from lit_gpt.convert_hf import convert_hf_checkpoint
 
         convert_hf_checkpoint(checkpoint_dir=target, dtype=dtype)
     else:
