@@ -18,7 +18,8 @@ def reference(answer: str) -> str:
 
 
 def read_jsonl(path: Path, split: str) -> list[Instance]:
-    return [Instance(r["question"], (reference(r["answer"]),), (0,), split, source=r["item_id"]) for r in read_gsm8k(path)]
+    return [Instance(r["question"], (reference(r["answer"]),), (0,), split, source=r["item_id"])
+            for r in read_gsm8k(path)]
 
 
 def spec() -> AdapterSpec:

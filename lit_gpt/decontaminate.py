@@ -388,9 +388,10 @@ def default_cache_dir() -> Path:
 
 
 def _cache_key(eval_sets: dict[str, dict], n: int, min_words: int, max_items: int) -> Optional[str]:
-    """A digest of everything the index depends on: this module's code, the loaders' and the readers', the settings, and
-    each evaluation file's path, size and modification time. None when a path is missing (the loaders report it)."""
-    h = hashlib.sha256(b"".join(Path(f).read_bytes() for f in (__file__, eval_loaders.__file__, eval_loaders.sets.__file__)))
+    """A digest of everything the index depends on: this module's code, the loaders' and the readers', the settings,
+    and each evaluation file's path, size and modification time. None when a path is missing (the loaders report it)."""
+    code = (__file__, eval_loaders.__file__, eval_loaders.sets.__file__)
+    h = hashlib.sha256(b"".join(Path(f).read_bytes() for f in code))
     h.update(json.dumps([n, min_words, max_items]).encode())
     for name, spec in eval_sets.items():
         h.update(json.dumps([name, spec["kind"]]).encode())

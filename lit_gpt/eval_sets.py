@@ -70,7 +70,8 @@ def _columns(path: Path, header: list[str], need: tuple[str, ...]) -> dict[str, 
     col = {c.strip(): i for i, c in enumerate(header)}
     missing = sorted(set(need) - set(col))
     if missing:
-        raise EvalSetError(f"{path}:1: missing column(s) {missing} (need {', '.join(need)}; header: {','.join(header)})")
+        need_, got = ", ".join(need), ",".join(header)
+        raise EvalSetError(f"{path}:1: missing column(s) {missing} (need {need_}; header: {got})")
     return col
 
 
@@ -101,8 +102,10 @@ def read_mmlu(path: Path) -> list[dict]:
         elif numeric or answer not in letters:
             want = f"0-{len(letters) - 1}" if numeric else f"{letters[0]}-{letters[-1]}"
             noun = "an answer" if numeric else "an answer letter"
-            raise EvalSetError(f"{path}:{n}: answer {row[-1]!r} is not {want} (expected question, options and {noun} {want})")
-        records.append({"item_id": f"{path.name}:{n}", "question": row[0], "choices": tuple(row[1:-1]), "answer": answer})
+            raise EvalSetError(
+                f"{path}:{n}: answer {row[-1]!r} is not {want} (expected question, options and {noun} {want})")
+        records.append(
+            {"item_id": f"{path.name}:{n}", "question": row[0], "choices": tuple(row[1:-1]), "answer": answer})
     return records
 
 
