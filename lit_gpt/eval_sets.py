@@ -4,7 +4,7 @@ that what is decontaminated is read exactly as what is scored (../shared/data/MA
 
 Each reader returns plain records: dicts with the file's fields and an `item_id` ("<file>:<line>" or
 "<task>#<n>") that names the item in decontamination reports. CSVs are opened with universal newlines, as HELM
-and its fork open theirs. A file that breaks its layout raises `EvalSetError`, naming the file and line: a
+and its fork open theirs (SAMSum's, whose dialogues end lines in \r\n, as they are, then normalised to \n). A file that breaks its layout raises `EvalSetError`, naming the file and line: a
 `UserError` for the prepare scripts and a `ValueError` for eval/run.py, which skips a run on one.
 """
 
@@ -220,6 +220,8 @@ def read_ethics(path: Path, layout: Optional[str] = None) -> tuple[str, list[dic
     holding the row's fields, `row`, as strings). Labelled layouts need a 0/1 label first."""
     rows = csv_rows(path)
     n1, first = next(rows, (1, []))
+    if not first and layout is not None:
+        return layout, []  # an empty file (without a layout, ethics_layout names it)
     if layout is None:
         layout = ethics_layout(path, first)
     elif ETHICS_HEADERS[layout] and tuple(first) != ETHICS_HEADERS[layout]:
