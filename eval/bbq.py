@@ -9,13 +9,13 @@ results, so the shuffle (and the test set) differs from HELM's full run.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from eval.helm import TEST, TRAIN, AdapterSpec, Instance, RequestState, letter, multiple_choice_joint_spec
 from eval.metrics import bbq_scores
 from eval.mmlu import score as _mc_score
+from lit_gpt.eval_sets import read_bbq
 
 CATEGORIES = [
     "Age", "Disability_status", "Gender_identity", "Nationality", "Physical_appearance", "Race_ethnicity",
@@ -65,12 +65,7 @@ def load(data_dir: Path, subject: str = "all") -> tuple[list[Instance], list[str
         if not path.is_file():
             missing.append(category)
             continue
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                try:
-                    rows.append((json.loads(line), category))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from e
+        rows += [(row, category) for row in read_bbq(path)]
     if not rows:
         raise FileNotFoundError(f"{Path(data_dir) / 'bbq'}: none of the BBQ category files {categories}")
     random.Random(0).shuffle(rows)  # HELM: random.seed(0); random.shuffle(loaded_lines)
@@ -87,7 +82,7 @@ def load(data_dir: Path, subject: str = "all") -> tuple[list[Instance], list[str
         instances.append(Instance(
             f"{row['context']}\nQuestion: {row['question']}", answers,
             tuple(i for i, a in enumerate(answers) if a == correct_text),
-            TRAIN if idx < n_train else TEST, tags=tags,
+            TRAIN if idx < n_train else TEST, tags=tags, source=row["item_id"],
         ))
     return instances, missing
 

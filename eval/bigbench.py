@@ -10,12 +10,12 @@ at the task's stop_string if it has one (multiple choice requests carry no stop 
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from eval.helm import GENERATION, MULTIPLE_CHOICE_JOINT, TEST, TRAIN, VALID, AdapterSpec, Instance, RequestState
 from eval.metrics import exact_match, quasi_exact_match
+from lit_gpt.eval_sets import read_bigbench
 
 MIN_TEST_EXAMPLES = 16
 
@@ -23,21 +23,15 @@ MIN_TEST_EXAMPLES = 16
 def task_dirs(data_dir: Path) -> list[str]:
     """'task' or 'task/subtask' for every task.json that holds examples."""
     root = Path(data_dir) / "bigbench"
-    out = []
-    for path in sorted(root.rglob("task.json")):
-        with open(path, encoding="utf-8") as f:
-            if json.load(f).get("examples"):
-                out.append(str(path.parent.relative_to(root)))
-    return out
+    return [str(path.parent.relative_to(root)) for path in sorted(root.rglob("task.json"))
+            if read_bigbench(path, "")[0].get("examples")]
 
 
-def load_task(path: Path) -> tuple[list[Instance], dict]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            task = json.load(f)
-        examples = task["examples"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise ValueError(f"{path}: not a BIG-bench JSON task with 'examples' ({e})") from e
+def load_task(path: Path, name: str = "") -> tuple[list[Instance], dict]:
+    """`name`: 'task' or 'task/subtask', which names the instances' records."""
+    task, examples = read_bigbench(path, name)
+    if "examples" not in task:
+        raise ValueError(f"{path}: not a BIG-bench JSON task with 'examples'")
     random.Random(0).shuffle(examples)
     n = len(examples)
     n_test = max(int(0.2 * n), MIN_TEST_EXAMPLES)
@@ -54,7 +48,7 @@ def load_task(path: Path) -> tuple[list[Instance], dict]:
         else:
             raise ValueError(f"{path}: example {i} has neither 'target' nor 'target_scores'")
         split = TRAIN if i < n_train else TEST if i < n_train + n_test else VALID
-        instances.append(Instance(ex["input"], refs, correct, split))
+        instances.append(Instance(ex["input"], refs, correct, split, source=ex["item_id"]))
     return instances, task
 
 
@@ -76,7 +70,7 @@ def scenarios(data_dir: Path, tasks: str = "all") -> dict[str, tuple[list[Instan
         raise FileNotFoundError(f"{Path(data_dir) / 'bigbench'}: no task.json with examples")
     out = {}
     for name in names:
-        instances, task = load_task(Path(data_dir) / "bigbench" / name / "task.json")
+        instances, task = load_task(Path(data_dir) / "bigbench" / name / "task.json", name)
         task_name, _, subtask = name.partition("/")
         out[f"big_bench:task={task_name}" + (f",subtask={subtask}" if subtask else "")] = (instances, spec(task))
     return out

@@ -10,12 +10,12 @@ drawn from validation and the eval instances from test (HELM samples eval instan
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 from eval.helm import GENERATION, TEST, TRAIN, AdapterSpec, Instance, RequestState
 from eval.metrics import rouge
+from lit_gpt.eval_sets import read_cnn_dailymail
 
 DOC_MAX_LENGTH, SAMPLING_MIN_LENGTH, SAMPLING_MAX_LENGTH = 512, 50, 150
 
@@ -26,17 +26,11 @@ def clean_and_truncate(text: str, max_length: Optional[int] = None) -> str:
 
 def read_jsonl(path: Path, split: str) -> list[Instance]:
     instances = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                ex = json.loads(line)
-                article, summary = ex["article"], ex["highlights"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise ValueError(f"{path}:{lineno}: expected JSON with 'article' and 'highlights' ({e})") from e
-            article = clean_and_truncate(article, DOC_MAX_LENGTH)
-            if split == TRAIN and not SAMPLING_MIN_LENGTH <= len(article.split()) <= SAMPLING_MAX_LENGTH:
-                continue
-            instances.append(Instance(article, (clean_and_truncate(summary),), (0,), split))
+    for r in read_cnn_dailymail(path):
+        article = clean_and_truncate(r["article"], DOC_MAX_LENGTH)
+        if split == TRAIN and not SAMPLING_MIN_LENGTH <= len(article.split()) <= SAMPLING_MAX_LENGTH:
+            continue
+        instances.append(Instance(article, (clean_and_truncate(r["highlights"]),), (0,), split, source=r["item_id"]))
     return instances
 
 

@@ -27,12 +27,12 @@ more columns ignored) at <data_dir>/corr2cause/corr2cause.csv; without it the ru
 
 from __future__ import annotations
 
-import csv
 import random
 from pathlib import Path
 
 from eval.helm import TRAIN, VALID, AdapterSpec, Instance, multiple_choice_joint_spec
 from eval.mmlu import score  # noqa: F401  (letter -> option exact match)
+from lit_gpt.eval_sets import read_corr2cause
 
 FILE = "corr2cause/corr2cause.csv"
 TRAIN_RATIO = 0.8
@@ -41,18 +41,9 @@ INSTRUCTIONS = ("\nGiven a scenario with a premise and a hypothesis, determine i
                 "premise.\n")
 
 
-def read_csv(path: Path) -> list[tuple[str, int]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:  # universal newlines, as the fork opens it
-        reader = csv.DictReader(f)
-        missing = {"input", "label"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}:1: missing column(s) {sorted(missing)} (need input, label)")
-        for lineno, row in enumerate(reader, 2):
-            if row["label"].strip() not in LABELS:
-                raise ValueError(f"{path}:{lineno}: label must be 0 or 1, got {row['label']!r}")
-            rows.append((row["input"].strip(), int(row["label"])))
-    return rows
+def read_csv(path: Path) -> list[tuple[tuple[str, int], str]]:
+    """((input, label), record id) for each row, in file order."""
+    return [((r["input"].strip(), r["label"]), r["item_id"]) for r in read_corr2cause(path)]
 
 
 def split(rows: list, train_ratio: float, seed: int = 0) -> list[tuple[object, str]]:
@@ -71,5 +62,6 @@ def scenarios(data_dir: Path, file: str = FILE) -> dict[str, tuple[list[Instance
     path = Path(data_dir) / file
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no corr2cause CSV (columns input, label; not downloadable offline)")
-    instances = [Instance(text, LABELS, (label,), part) for (text, label), part in split(read_csv(path), TRAIN_RATIO)]
+    instances = [Instance(text, LABELS, (label,), part, source=item_id)
+                 for ((text, label), item_id), part in split(read_csv(path), TRAIN_RATIO)]
     return {"corr2cause": (instances, spec())}

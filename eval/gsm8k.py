@@ -6,11 +6,11 @@ Prompt blocks are "Q: <question>\\nA: <solution>\\n"; generation stops at "\\n\\
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from eval.helm import TEST, TRAIN, AdapterSpec, Instance, RequestState, generation_spec
 from eval.metrics import exact_match, exact_match_indicator, final_number_exact_match
+from lit_gpt.eval_sets import read_gsm8k
 
 
 def reference(answer: str) -> str:
@@ -18,15 +18,8 @@ def reference(answer: str) -> str:
 
 
 def read_jsonl(path: Path, split: str) -> list[Instance]:
-    instances = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                ex = json.loads(line)
-                instances.append(Instance(ex["question"], (reference(ex["answer"]),), (0,), split))
-            except (json.JSONDecodeError, KeyError) as e:
-                raise ValueError(f"{path}:{lineno}: expected JSON with 'question' and 'answer' ({e})") from e
-    return instances
+    return [Instance(r["question"], (reference(r["answer"]),), (0,), split, source=r["item_id"])
+            for r in read_gsm8k(path)]
 
 
 def spec() -> AdapterSpec:

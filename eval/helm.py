@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import cycle
 from typing import Callable, Optional
 
@@ -33,6 +33,8 @@ class Instance:
     id: str = ""
     perturbation: Optional[str] = None  # None for the original; the perturbation's name otherwise
     tags: tuple = ()  # scenario-specific data the metric needs (BBQ letters)
+    # The record it was built from (lit_gpt.eval_sets' item_id, as decontamination reports it): no part of equality.
+    source: str = field(default="", compare=False)
 
     @property
     def first_correct(self) -> Optional[str]:

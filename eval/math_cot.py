@@ -25,11 +25,11 @@ fields problem, level ("Level 1".."Level 5"), type ("Counting & Probability", ..
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from eval.helm import GENERATION, TEST, TRAIN, AdapterSpec, Instance, RequestState
 from eval.math_equiv import is_equiv_chain_of_thought
+from lit_gpt.eval_sets import read_math
 
 # HELM's subject= names -> the dataset's `type`, in the final ranking's order.
 SUBJECTS = {
@@ -50,31 +50,12 @@ def run_name(subject: str, level: str) -> str:
     return f"math:subject={subject},level={level},use_official_examples=False,use_chain_of_thought=True"
 
 
-def _record(obj, where: str) -> dict:
-    if not isinstance(obj, dict) or any(not isinstance(obj.get(k), str) for k in FIELDS):
-        raise ValueError(f"{where}: expected a JSON object with string fields {', '.join(FIELDS)}")
-    return obj
-
-
 def read_test(path: Path) -> list[dict]:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                records.append(_record(json.loads(line), f"{path}:{lineno}"))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from e
-    return records
+    return read_math(path, FIELDS)
 
 
 def read_train(folder: Path) -> list[dict]:
-    records = []
-    for path in sorted(Path(folder).glob("*/*.json")):
-        try:
-            records.append(_record(json.loads(path.read_text(encoding="utf-8")), str(path)))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
-    return records
+    return [r for path in sorted(Path(folder).glob("*/*.json")) for r in read_math(path, FIELDS)]
 
 
 def helm_order(records: list[dict]) -> list[dict]:
@@ -92,7 +73,7 @@ def instances(train: list[dict], test: list[dict], subject: str, level: str) -> 
     for split, records in ((TRAIN, train), (TEST, test)):
         for r in records:
             if r["type"] == SUBJECTS[subject] and r["level"] == f"Level {level}":
-                out.append(Instance(r["problem"], (r["solution"],), (0,), split))
+                out.append(Instance(r["problem"], (r["solution"],), (0,), split, source=r["item_id"]))
     return out
 
 

@@ -10,16 +10,15 @@ shared data has no val/, so eval instances come from test only (HELM also sample
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from eval.helm import TEST, TRAIN, VALID, AdapterSpec, Instance, RequestState, multiple_choice_joint_spec
 from eval.metrics import exact_match, quasi_exact_match
+from lit_gpt.eval_sets import read_mmlu
 
 SPLITS = {"dev": TRAIN, "val": VALID, "test": TEST}
 # Folders tried for each split, in order (the first holding the subject's file wins).
 FOLDERS = {"dev": ("dev", "dev_mlilab"), "val": ("val",), "test": ("test",)}
-MLILAB_HEADER = ["question", "choice0", "choice1", "choice2", "choice3", "answer"]
 
 
 def subjects(data_dir: Path) -> list[str]:
@@ -28,20 +27,12 @@ def subjects(data_dir: Path) -> list[str]:
 
 def read_csv(path: Path, split: str) -> list[Instance]:
     instances = []
-    with open(path, encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    numeric = bool(rows) and rows[0] == MLILAB_HEADER
-    for lineno, row in enumerate(rows[1:] if numeric else rows, 2 if numeric else 1):
-        if numeric and row and row[-1] in ("0", "1", "2", "3"):
-            row = row[:-1] + ["ABCD"[int(row[-1])]]
-        if len(row) < 3 or row[-1] not in ("A", "B", "C", "D", "E"):
-            want = "an answer 0-3" if numeric else "an answer letter A-E"
-            raise ValueError(f"{path}:{lineno}: expected question, options and {want}, got {row!r}")
-        question, answers, answer = row[0], row[1:-1], row[-1]
-        correct_text = dict(zip("ABCDE", answers))[answer]
+    for r in read_mmlu(Path(path)):
+        answers = r["choices"]
+        correct_text = dict(zip("ABCDE", answers))[r["answer"]]
         # HELM marks every option whose text equals the correct one (duplicates included).
         correct = tuple(i for i, a in enumerate(answers) if a == correct_text)
-        instances.append(Instance(question, tuple(answers), correct, split))
+        instances.append(Instance(r["question"], answers, correct, split, source=r["item_id"]))
     return instances
 
 

@@ -24,29 +24,17 @@ normalised to "\\n".
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from eval.cnn_dm import score  # noqa: F401  (ROUGE-1/2/L exactly as summarization_cnndm)
 from eval.helm import GENERATION, VALID, AdapterSpec, Instance
+from lit_gpt.eval_sets import read_samsum
 
 FILES = ("samsum/test.csv", "samsum/val.csv")
 
 
-def normalize(text: str) -> str:
-    return text.replace("\r\n", "\n")
-
-
 def read_csv(path: Path) -> list[Instance]:
-    instances = []
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"dialogue", "summary"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}:1: missing column(s) {sorted(missing)} (need dialogue, summary)")
-        for row in reader:
-            instances.append(Instance(normalize(row["dialogue"]), (normalize(row["summary"]),), (0,), VALID))
-    return instances
+    return [Instance(r["dialogue"], (r["summary"],), (0,), VALID, source=r["item_id"]) for r in read_samsum(path)]
 
 
 def spec(temperature: float = 0.3) -> AdapterSpec:

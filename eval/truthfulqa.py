@@ -7,11 +7,11 @@ left by ord(best_answer[0]) % n_choices; every answer is stripped and ends with 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from eval.helm import TRAIN, VALID, AdapterSpec, Instance, multiple_choice_joint_spec
 from eval.mmlu import score  # noqa: F401  (same letter -> option exact match)
+from lit_gpt.eval_sets import read_truthfulqa
 
 TRAIN_RATIO = 0.2
 
@@ -22,16 +22,9 @@ def format_answer(text: str) -> str:
 
 
 def read_rows(path: Path) -> list[dict]:
-    rows = []
-    # HELM opens the file as plain utf-8; the header (with its BOM) is skipped either way.
-    with open(path, encoding="utf-8") as f:
-        reader = csv.reader(f)
-        next(reader)
-        for lineno, row in enumerate(reader, 2):
-            if len(row) != 7:
-                raise ValueError(f"{path}:{lineno}: expected 7 columns (Type..Source), got {len(row)}")
-            _, category, question, best, correct, incorrect, source = row
-            rows.append({"question": question, "best_answer": best, "incorrect_answers": incorrect})
+    rows = read_truthfulqa(path)
+    if any(r["incorrect_answers"] is None for r in rows):
+        raise ValueError(f"{path}:1: no 'Incorrect Answers' column (the choices)")
     return rows
 
 
@@ -42,7 +35,8 @@ def instance(row: dict, split: str) -> Instance:
     correct = [False] * len(incorrect) + [True]
     k = ord(best[0]) % len(refs)
     refs, correct = refs[k:] + refs[:k], correct[k:] + correct[:k]
-    return Instance(row["question"].strip(), tuple(refs), tuple(i for i, c in enumerate(correct) if c), split)
+    return Instance(row["question"].strip(), tuple(refs), tuple(i for i, c in enumerate(correct) if c), split,
+                    source=row.get("item_id", ""))
 
 
 def spec() -> AdapterSpec:

@@ -1,5 +1,6 @@
 """Keeping evaluation data out of training data: text normalization, n-gram and short-item overlap against
-evaluation sets (read by lit_gpt/eval_loaders.py), exact and near-duplicate removal (MinHash LSH).
+evaluation sets (lit_gpt/eval_loaders.py, from the readers in lit_gpt/eval_sets.py), exact and near-duplicate removal
+(MinHash LSH).
 
 Everything works on normalized words (lowercase, punctuation deleted, whitespace collapsed), so light edits of an
 evaluation item (case, punctuation, spacing) still match. Words are mapped to integer ids once; n-grams are then
@@ -387,9 +388,10 @@ def default_cache_dir() -> Path:
 
 
 def _cache_key(eval_sets: dict[str, dict], n: int, min_words: int, max_items: int) -> Optional[str]:
-    """A digest of everything the index depends on: this module's code and the loaders', the settings, and
-    each evaluation file's path, size and modification time. None when a path is missing (the loaders report it)."""
-    h = hashlib.sha256(Path(__file__).read_bytes() + Path(eval_loaders.__file__).read_bytes())
+    """A digest of everything the index depends on: this module's code, the loaders' and the readers', the settings,
+    and each evaluation file's path, size and modification time. None when a path is missing (the loaders report it)."""
+    code = (__file__, eval_loaders.__file__, eval_loaders.sets.__file__)
+    h = hashlib.sha256(b"".join(Path(f).read_bytes() for f in code))
     h.update(json.dumps([n, min_words, max_items]).encode())
     for name, spec in eval_sets.items():
         h.update(json.dumps([name, spec["kind"]]).encode())
