@@ -332,7 +332,7 @@ def compare_backends(checkpoint_dir: Path, names: list[str], rounds: int, mix: l
                 stop(proc)
             results.append({"backend": backend, "round": r, **res})
             print(f"round {r} {backend}: {res['requests']} requests ({res['errors']} errors) at {clients} clients in "
-                  f"{res['wall_s']:.1f}s, {res['tokens_per_s']:.1f} generated tokens/s (log: {log})")
+                  f"{res['wall_s']:.1f}s, {res['tokens_per_s']:.1f} generated tokens/s (log: {log})", flush=True)
     median = {b: statistics.median(x["wall_s"] for x in results if x["backend"] == b) for b in names}
     print("median wall s: " + ", ".join(f"{b} {t:.1f}" for b, t in median.items())
           + f"; {names[0]} / {names[1]} = {median[names[0]] / median[names[1]]:.2f}")
