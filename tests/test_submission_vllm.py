@@ -37,6 +37,8 @@ REQUESTS = [  # HELM's HTTPModelClient bodies (temperature 1e-7 is its greedy)
     {"prompt": FEW_SHOT, "max_new_tokens": 1, "top_k_per_token": 5, "stop_sequences": ["\n"]},
     {"prompt": "The quick brown fox jumps over the lazy dog.", "max_new_tokens": 0, "echo_prompt": True},
     {"prompt": FEW_SHOT, "max_new_tokens": 6, "echo_prompt": True, "top_k_per_token": 3},
+    {"prompt": "<|im_start|>user\nWhat is 2+2? Answer with one number.<|im_end|>\n<|im_start|>assistant\n",
+     "max_new_tokens": 40},  # the chat turn ends on <|im_end|>
 ]
 BAD = [  # (path, body)
     ("/process", {"prompt": ""}),
@@ -130,6 +132,7 @@ def test_vllm_backend_equals_ours(vllm_base, ours):
     assert "\n" not in answers[1]["text"] and len(answers[1]["tokens"]) < 30
     assert answers[4]["text"] == REQUESTS[4]["prompt"] and answers[4]["tokens"][0]["logprob"] == 0.0
     assert len(answers[3]["tokens"][0]["top_logprob"]) == 5
+    assert 0 < len(answers[6]["tokens"]) < 40  # the chat turn ended on the tokenizer's stop id, which is not returned
 
 
 def test_vllm_bad_input_same_4xx(vllm_base, ours):
