@@ -268,7 +268,8 @@ def main(
         device: Device for the in-process model.
         precision: "32-true", "bf16-true", ... Default: bf16-true on a GPU that has it, else 32-true.
         batch_tokens: Token budget of one batch when scoring single-token answers in process.
-        seed: Seed of sampled generations (the summarization runs at temperature 0.3).
+        seed: Seed of sampled generations (the summarization runs at temperature 0.3); servers get seed + the
+            request's index in each request.
         backend: With --checkpoint_dir: "ours" (the submission's engine, in this process) or "vllm" (a submission
             server with BACKEND=vllm, started in the vLLM venv of `make vllm-venv` or $VLLM_VENV; --lora_path is then
             served as a vLLM LoRA adapter on the base, not merged). Settings of that server (EAGER=1,

@@ -83,6 +83,7 @@ class ChallengeHandler(BaseHTTPRequestHandler):
 
     backend: InProcessBackend
     bodies: list
+    lock = threading.Lock()  # the backend's model holds one KV cache: one request at a time
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -90,7 +91,9 @@ class ChallengeHandler(BaseHTTPRequestHandler):
         b = self.backend
         if self.path == "/process":
             temperature = body["temperature"] if body["temperature"] > 1e-5 else 0.0
-            [text] = b.complete([Request(body["prompt"], body["max_new_tokens"], temperature, tuple(body["stop_sequences"]))])
+            with self.lock:
+                [text] = b.complete([Request(body["prompt"], body["max_new_tokens"], temperature,
+                                             tuple(body["stop_sequences"]))])
             out = {"text": text, "tokens": [], "logprob": 0.0, "request_time": 0.0}
         elif self.path == "/tokenize":
             ids = b.tokenizer.encode(body["text"]).tolist()
