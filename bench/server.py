@@ -2,6 +2,7 @@
 concurrent clients.
 
     python bench/server.py --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct --clients 1,4
+    python bench/server.py --backends ours,vllm --rounds 3 --requests 40 --clients 4   # our engine against vLLM
 
 The server runs as a uvicorn child process on a free 127.0.0.1 port (or pass --url of a running one). The mix, built
 from the real prompts in ../shared/data, in HELM's shapes:
@@ -12,13 +13,18 @@ from the real prompts in ../shared/data, in HELM's shapes:
 budget with no stop sequence: decode-bound.)
 Every level runs the same request sequence (`--mmlu_share` of them MMLU, the rest split between the other two),
 greedy (temperature 1e-7 as HELM sends it), for --duration seconds or --max_requests requests.
+
+`--backends ours,vllm` compares the submission's backends (BACKEND=vllm runs in the venv of `make vllm-venv`) on one
+fixed workload (--requests, at the first --clients level): each round starts a fresh server of each backend in
+turn, the order alternating between rounds so that other load on the machine falls on both, and the report is the
+median wall time of each and their ratio.
 """
 
 import csv
 import json
 import os
 import random
-import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -99,30 +105,18 @@ def build_mix(shared: Path, total: int, mmlu_share: float, gsm8k_max_new_tokens:
     return mix
 
 
-def start_server(checkpoint_dir: Path, log_path: Path, env: dict) -> tuple[subprocess.Popen, str]:
-    import httpx
+def start_server(checkpoint_dir: Path, log_path: Path, env: dict, backend: str = "ours") -> tuple[subprocess.Popen, str]:
+    from submission.launch import start_server as launch, vllm_python
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "submission.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=wd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CHECKPOINT_DIR": str(checkpoint_dir), **env},
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise UserError(f"the server exited; see {log_path}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise UserError(f"the server did not come up in 300 s; see {log_path}")
+    python = sys.executable
+    if backend == "vllm":
+        python = vllm_python()
+        if python is None:
+            raise UserError("--backends vllm: no vLLM venv (run `make vllm-venv`, or set VLLM_VENV)")
+    # Both backends get every core (vLLM would otherwise drop to one torch thread).
+    env = {"CHECKPOINT_DIR": checkpoint_dir, "BACKEND": backend, "OMP_NUM_THREADS": os.environ.get(
+        "OMP_NUM_THREADS", str(os.cpu_count())), **env}
+    return launch(env, log_path, python=python, timeout=900)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -203,6 +197,8 @@ def main(
     requests: Optional[int] = None,
     out: Optional[Path] = None,
     mix_file: Optional[Path] = None,
+    backends: str = "ours",
+    rounds: int = 1,
 ) -> list[dict]:
     """Measures requests/s, generated tokens/s and latency percentiles at each number of concurrent clients.
 
@@ -229,7 +225,12 @@ def main(
         out: Also write the results as JSON here.
         mix_file: Read the request mix from this JSON list (as `build_mix` returns it; `bench/gpu_check.py
             --prepare` writes one) instead of building it from ../shared/data, for machines without the data.
+        backends: The server's BACKEND: "ours", "vllm", or "ours,vllm" to compare the two (needs --requests).
+        rounds: With two backends: fresh servers of each per round, alternating which goes first.
     """
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    if not names or any(b not in ("ours", "vllm") for b in names):
+        raise UserError(f"--backends {backends!r}: expected ours, vllm or ours,vllm")
     if mix_file is None and not SHARED.is_dir():
         raise UserError(f"{SHARED} is absent: the benchmark prompts come from the shared data (or pass --mix_file)")
     if url is not None and not url.startswith(("http://127.0.0.1", "http://localhost")):
@@ -257,6 +258,10 @@ def main(
 
     if requests is not None and url is not None:
         raise UserError("--requests starts a fresh server per level: leave out --url")
+    if len(names) > 1:
+        if requests is None or url is not None:
+            raise UserError("--backends with two backends needs --requests (a fixed workload) and no --url")
+        return compare_backends(checkpoint_dir, names, rounds, mix, requests, levels[0], warmup_requests, out)
     env = {} if prefix_cache_mb is None else {"PREFIX_CACHE_MB": str(prefix_cache_mb)}
     env |= {} if prefill_chunk is None else {"PREFILL_CHUNK": str(prefill_chunk)}
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_server.{os.getpid()}.log"
@@ -265,7 +270,7 @@ def main(
     def serve() -> str:
         nonlocal proc
         stop(proc)
-        proc, server_url = start_server(checkpoint_dir, log, env)
+        proc, server_url = start_server(checkpoint_dir, log, env, names[0])
         print(f"server at {server_url} (log: {log})", file=sys.stderr)
         run_level(server_url, mix[len(mix) - warmup_requests:], 1, 600, warmup_requests)
         return server_url
@@ -311,13 +316,35 @@ def main(
         stop(proc)
 
 
+def compare_backends(checkpoint_dir: Path, names: list[str], rounds: int, mix: list[dict], requests: int,
+                     clients: int, warmup_requests: int, out: Optional[Path]) -> list[dict]:
+    """The same `requests` requests drained by a fresh server of each backend per round; the order alternates."""
+    results = []
+    for r in range(rounds):
+        for backend in names if r % 2 == 0 else names[::-1]:
+            log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_server.{os.getpid()}.{backend}.log"
+            proc, url = start_server(checkpoint_dir, log, {}, backend)
+            try:
+                run_level(url, mix[len(mix) - warmup_requests:], 1, 600, warmup_requests)
+                res = run_level(url, mix[:requests], clients, 3600, requests)
+            finally:
+                stop(proc)
+            results.append({"backend": backend, "round": r, **res})
+            print(f"round {r} {backend}: {res['requests']} requests ({res['errors']} errors) at {clients} clients in "
+                  f"{res['wall_s']:.1f}s, {res['tokens_per_s']:.1f} generated tokens/s (log: {log})", flush=True)
+    median = {b: statistics.median(x["wall_s"] for x in results if x["backend"] == b) for b in names}
+    print("median wall s: " + ", ".join(f"{b} {t:.1f}" for b, t in median.items())
+          + f"; {names[0]} / {names[1]} = {median[names[0]] / median[names[1]]:.2f}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"median_wall_s": median, "rounds": results}, indent=2))
+    return results
+
+
 def stop(proc: Optional[subprocess.Popen]) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    from submission.launch import stop_server
+
+    stop_server(proc)
 
 
 if __name__ == "__main__":

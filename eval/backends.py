@@ -8,7 +8,9 @@ Both answer HELM `Request`s with the completion text HELM would score, and count
 - `HTTPBackend`: POSTs to `<server_url>/process` exactly the JSON HELM's `neurips/local` client
   (helm/clients/http_model_client.py) sends, and reads `text` back; tokens are counted with `/tokenize` and
   prompts truncated with `/tokenize` + `/decode` (helm/tokenizers/http_model_tokenizer.py). Like HELM's client,
-  it leaves stop sequences to the server.
+  it leaves stop sequences to the server. Several servers (one per GPU) share the requests: each has
+  `clients_per_server` requests in flight, taken in order from one list, so a faster server takes more; each
+  request carries its own seed (`seed` + its index), so which server answers it changes nothing.
 """
 
 from __future__ import annotations
@@ -129,25 +131,33 @@ class InProcessBackend:
 
 
 class HTTPBackend:
-    def __init__(self, server_url: str, timeout: float = 3000.0, client=None) -> None:
+    def __init__(self, server_url: str, timeout: float = 3000.0, client=None, clients_per_server: int = 4,
+                 seed: Optional[int] = None) -> None:
         import httpx
 
-        self.base_url = server_url.rstrip("/")
-        # `client`: any httpx.Client, e.g. FastAPI's TestClient for an in-process app.
+        # "URL1,URL2,...": several servers of the same model; tokens are counted on the first.
+        self.urls = [u.strip().rstrip("/") for u in server_url.split(",") if u.strip()] or ([""] if client else [])
+        if not self.urls:
+            raise ValueError("no server URL given")
+        self.base_url = self.urls[0]
+        # `client`: any httpx.Client, e.g. FastAPI's TestClient for an in-process app (then one request at a time).
         self.client = client if client is not None else httpx.Client(timeout=timeout)
-        self.name = self.base_url
+        self.clients_per_server = 1 if client is not None else clients_per_server
+        self.seed = seed
+        self.name = ",".join(self.urls)
 
-    def _post(self, path: str, body: dict) -> dict:
+    def _post(self, path: str, body: dict, base_url: Optional[str] = None) -> dict:
         import httpx
 
+        url = f"{base_url or self.base_url}{path}"
         try:
-            response = self.client.post(f"{self.base_url}{path}", json=body)
+            response = self.client.post(url, json=body)
             response.raise_for_status()
             return response.json()
         except httpx.HTTPStatusError as e:
-            raise RuntimeError(f"{self.base_url}{path} answered {e.response.status_code}: {e.response.text[:500]}") from e
+            raise RuntimeError(f"{url} answered {e.response.status_code}: {e.response.text[:500]}") from e
         except httpx.HTTPError as e:
-            raise RuntimeError(f"{self.base_url}{path}: {type(e).__name__}: {e}") from e
+            raise RuntimeError(f"{url}: {type(e).__name__}: {e}") from e
 
     @staticmethod
     def raw_request(r: Request) -> dict:
@@ -175,9 +185,31 @@ class HTTPBackend:
 
     def complete(self, requests: list[Request], progress: Optional[Callable[[int], None]] = None,
                  deciders: Optional[list] = None) -> list[str]:
-        out = []
-        for r in requests:
-            out.append(self._post("/process", self.raw_request(r))["text"])
-            if progress:
-                progress(1)
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        out: list[Optional[str]] = [None] * len(requests)
+        lock, next_index, failed = threading.Lock(), iter(range(len(requests))), threading.Event()
+
+        def worker(url: str) -> None:
+            while not failed.is_set():
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    return
+                body = self.raw_request(requests[i])
+                if self.seed is not None:
+                    body["seed"] = self.seed + i
+                try:
+                    out[i] = self._post("/process", body, url)["text"]
+                except BaseException:
+                    failed.set()  # the other workers stop taking requests
+                    raise
+                if progress:
+                    progress(1)
+
+        workers = [url for url in self.urls for _ in range(self.clients_per_server)]
+        with ThreadPoolExecutor(len(workers)) as pool:
+            for f in [pool.submit(worker, url) for url in workers]:
+                f.result()  # a server's error stops the run, as with one server
         return out

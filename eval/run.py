@@ -3,6 +3,8 @@
     python eval/run.py --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct \
         --tasks mmlu,truthfulqa,bbq,cnn_dm,gsm8k,bigbench --limit 20 --out out/eval/smollm2
     python eval/run.py --checkpoint_dir ... --suite full --budget 500 --out out/eval/smollm2_full
+    python eval/run.py --checkpoint_dir BASE --lora_path RUN/step-000100/lit_model.pth.lora --backend vllm ...
+    python eval/run.py --server_url http://127.0.0.1:8080,http://127.0.0.1:8081 ...
 
 `--suite open|closed|full` runs the final ranking's exact HELM run entries (eval/suites.yaml, with their
 max_eval_instances and perturbations; `--budget N` scales the instance counts to about N in all). A suite run whose
@@ -23,9 +25,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from tqdm import tqdm
 
@@ -228,6 +231,8 @@ def main(
     precision: Optional[str] = None,
     batch_tokens: int = 8192,
     seed: int = 1234,
+    backend: Literal["ours", "vllm"] = "ours",
+    clients_per_server: int = 4,
     dry_run: bool = False,
 ) -> dict:
     """Runs the challenge's HELM tasks on local data and writes results.json, predictions.jsonl, results.md and results.png.
@@ -236,7 +241,8 @@ def main(
         checkpoint_dir: A converted (or merged) checkpoint dir to evaluate in this process.
         lora_path: A finetune run's LoRA weights (OUT/step-NNNNNN/lit_model.pth.lora) for --checkpoint_dir, its
             base: merged in memory, so a checkpoint is scored without writing a merged copy.
-        server_url: Instead of a checkpoint: a challenge server (e.g. http://localhost:8080) to query as HELM does.
+        server_url: Instead of a checkpoint: a challenge server (e.g. http://localhost:8080) to query as HELM does;
+            several, comma-separated (one per GPU), share the requests with the same results as one.
         tasks: Comma-separated families: mmlu, truthfulqa, bbq, cnn_dm, gsm8k, bigbench, samsum, corr2cause, ethics,
             math. Ignored with --suite.
         suite: Instead of --tasks: the final ranking's runs, "open", "closed" or "full" (eval/suites.yaml: each run's
@@ -261,11 +267,19 @@ def main(
         device: Device for the in-process model.
         precision: "32-true", "bf16-true", ... Default: bf16-true on a GPU that has it, else 32-true.
         batch_tokens: Token budget of one batch when scoring single-token answers in process.
-        seed: Seed of sampled generations (the summarization runs at temperature 0.3).
+        seed: Seed of sampled generations (the summarization runs at temperature 0.3); servers get seed + the
+            request's index in each request.
+        backend: With --checkpoint_dir: "ours" (the submission's engine, in this process) or "vllm" (a submission
+            server with BACKEND=vllm, started in the vLLM venv of `make vllm-venv` or $VLLM_VENV; --lora_path is then
+            served as a vLLM LoRA adapter on the base, not merged). Settings of that server (EAGER=1,
+            VLLM_CPU_KVCACHE_SPACE, ...) pass through the environment.
+        clients_per_server: Requests in flight at each server (--server_url, --backend vllm).
         dry_run: Count the requests each run would make (no model is loaded) and print them, then stop.
     """
     if (checkpoint_dir is None) == (server_url is None):
         raise UserError("give exactly one of --checkpoint_dir and --server_url")
+    if backend == "vllm" and server_url is not None:
+        raise UserError("--backend vllm starts a vLLM server of its own: give --checkpoint_dir, not --server_url")
     if lora_path is not None and checkpoint_dir is None:
         raise UserError("--lora_path needs --checkpoint_dir (the base model the run trained on)")
     if limit is not None and limit < 1:
@@ -305,49 +319,73 @@ def main(
         print(f"{sum(counts.values()):6d}  requests in {len(counts)} runs ({len(skipped)} skipped without data)")
         return {"num_requests": sum(counts.values()), "runs": counts, "skipped": skipped}
 
+    with open_backend(checkpoint_dir, server_url, lora_path, backend, device, precision, batch_tokens, seed,
+                      clients_per_server, Path(out)) as source:
+        if name is None and lora_path is not None:
+            name = f"{Path(lora_path).parent.parent.name}/{Path(lora_path).parent.name}"  # run/step-NNNNNN
+        name = name or (Path(checkpoint_dir).name if checkpoint_dir else server_url)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        results = {
+            "name": name,
+            "config": {"checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None, "server_url": server_url,
+                       "lora_path": str(lora_path) if lora_path else None,
+                       "backend": "server" if server_url else backend,
+                       "tasks": families, "suite": suite, "budget": budget, "limit": limit, "perturb": sorted(perturbed),
+                       "data_dir": str(data_dir), "context_window": context_window,
+                       "cnn_dm_temperature": cnn_dm_temperature, "seed": seed,
+                       "misspellings_file": str(misspellings_file) if misspellings_file else None,
+                       "dialect_file": str(dialect_file) if dialect_file else None},
+            "runs": {}, "families": {}, "skipped": skipped, "notes": [],
+        }
+        if "bbq" in families:
+            missing = bbq.load(data_dir)[1]
+            if missing:
+                results["notes"].append(f"BBQ categories missing from {data_dir / 'bbq'}: {', '.join(missing)}")
+        t0 = time.perf_counter()
+        with atomic_path(out / "predictions.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as pred_file:
+            metrics = evaluate_runs(jobs, source, context_window, pred_file)
+        for run_name, family, _, _, _ in jobs:
+            results["runs"][run_name] = {"family": family, **metrics[run_name]}
+        results["families"] = family_means(results["runs"])
+        results["seconds"] = time.perf_counter() - t0
+        results["num_requests"] = sum(m["num_requests"] for m in metrics.values())
+        with atomic_path(out / "results.json") as tmp:
+            tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        md, png = write_report({name: results}, out)
+        print(md.read_text(encoding="utf-8"))
+        print(f"wrote {out / 'results.json'}, {md}, {png} ({results['num_requests']} requests, "
+              f"{results['seconds']:.0f}s)", file=sys.stderr)
+        return results
+
+
+@contextmanager
+def open_backend(checkpoint_dir, server_url, lora_path, backend, device, precision, batch_tokens, seed,
+                 clients_per_server, out: Path):
+    """The backend answering the requests; with --backend vllm, a vLLM server for as long as the run lasts."""
     if server_url:
-        backend = HTTPBackend(server_url)
+        yield HTTPBackend(server_url, clients_per_server=clients_per_server, seed=seed)
+    elif backend == "vllm":
+        from submission.launch import start_server, stop_server, vllm_python
+
+        python = vllm_python()
+        if python is None:
+            raise UserError("--backend vllm: no vLLM venv (run `make vllm-venv`, or set VLLM_VENV)")
+        out.mkdir(parents=True, exist_ok=True)
+        env = {"BACKEND": "vllm", "CHECKPOINT_DIR": Path(checkpoint_dir).resolve(),
+               **({"LORA_PATH": Path(lora_path).resolve()} if lora_path else {}),
+               **({"PRECISION": precision} if precision else {})}
+        proc, url = start_server(env, out / "vllm_server.log", python=python)
+        try:
+            yield HTTPBackend(url, clients_per_server=clients_per_server, seed=seed)
+        finally:
+            stop_server(proc)
     else:
         import torch
 
         torch.set_float32_matmul_precision("high")
-        backend = InProcessBackend(checkpoint_dir, device=device, precision=precision, batch_tokens=batch_tokens, seed=seed,
-                                   lora_path=lora_path)
-    if name is None and lora_path is not None:
-        name = f"{Path(lora_path).parent.parent.name}/{Path(lora_path).parent.name}"  # run/step-NNNNNN
-    name = name or (Path(checkpoint_dir).name if checkpoint_dir else server_url)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = {
-        "name": name,
-        "config": {"checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None, "server_url": server_url,
-                   "lora_path": str(lora_path) if lora_path else None,
-                   "tasks": families, "suite": suite, "budget": budget, "limit": limit, "perturb": sorted(perturbed),
-                   "data_dir": str(data_dir), "context_window": context_window,
-                   "cnn_dm_temperature": cnn_dm_temperature, "seed": seed,
-                   "misspellings_file": str(misspellings_file) if misspellings_file else None,
-                   "dialect_file": str(dialect_file) if dialect_file else None},
-        "runs": {}, "families": {}, "skipped": skipped, "notes": [],
-    }
-    if "bbq" in families:
-        missing = bbq.load(data_dir)[1]
-        if missing:
-            results["notes"].append(f"BBQ categories missing from {data_dir / 'bbq'}: {', '.join(missing)}")
-    t0 = time.perf_counter()
-    with atomic_path(out / "predictions.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as pred_file:
-        metrics = evaluate_runs(jobs, backend, context_window, pred_file)
-    for run_name, family, _, _, _ in jobs:
-        results["runs"][run_name] = {"family": family, **metrics[run_name]}
-    results["families"] = family_means(results["runs"])
-    results["seconds"] = time.perf_counter() - t0
-    results["num_requests"] = sum(m["num_requests"] for m in metrics.values())
-    with atomic_path(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    md, png = write_report({name: results}, out)
-    print(md.read_text(encoding="utf-8"))
-    print(f"wrote {out / 'results.json'}, {md}, {png} ({results['num_requests']} requests, "
-          f"{results['seconds']:.0f}s)", file=sys.stderr)
-    return results
+        yield InProcessBackend(checkpoint_dir, device=device, precision=precision, batch_tokens=batch_tokens,
+                               seed=seed, lora_path=lora_path)
 
 
 if __name__ == "__main__":

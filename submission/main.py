@@ -17,6 +17,9 @@ Settings come from environment variables (read when the app starts):
 - PREFILL_CHUNK (default 128 on CPU, 512 on a GPU; 0 turns it off): prompt tokens per pass when a prompt arrives
   while other requests generate; each chunk shares a pass with their next tokens instead of stalling them.
 
+- BACKEND: "ours" (default: `submission/engine.py`) or "vllm" (`submission/vllm_engine.py`, in the vLLM venv that
+  `make vllm-venv` builds; its settings are listed there): the same API, validation and responses either way.
+
 Requests are batched by `submission/engine.py` (continuous batching). A prompt that does not fit the context with
 `max_new_tokens` is truncated from the left (keeping BOS) and logged; bad input gets a 4xx naming the field.
 """
@@ -77,6 +80,9 @@ class Server:
     def __init__(self, model, tokenizer, engine: Engine, name: str = "") -> None:
         self.model, self.tokenizer, self.engine, self.name = model, tokenizer, engine, name
         self.token_text = lru_cache(maxsize=1 << 16)(lambda i: tokenizer.token_texts([i])[0])
+
+    def close(self) -> None:
+        """Frees what the server made besides its engine (nothing here; the vLLM backend's export dir)."""
 
     # ------------------------------------------------------------------ /process
     def prepare(self, req: ProcessRequest) -> tuple[list[int], SamplingParams, bool]:
@@ -212,6 +218,13 @@ def _env_int(name: str) -> Optional[int]:
 
 
 def server_from_env() -> Server:
+    backend = os.environ.get("BACKEND") or "ours"
+    if backend == "vllm":
+        from submission.vllm_engine import server_from_env as vllm_server_from_env
+
+        return vllm_server_from_env()
+    if backend != "ours":
+        raise RuntimeError(f"BACKEND {backend!r}: expected ours or vllm")
     checkpoint_dir = os.environ.get("CHECKPOINT_DIR")
     if not checkpoint_dir:
         raise RuntimeError("set CHECKPOINT_DIR to the checkpoint dir to serve")
@@ -239,6 +252,7 @@ def create_app(server: Optional[Server] = None) -> FastAPI:
             yield
         finally:
             app.state.server.engine.stop()
+            app.state.server.close()
 
     app = FastAPI(title="lit-gpt submission", lifespan=lifespan)
 

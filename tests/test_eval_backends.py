@@ -83,6 +83,7 @@ class ChallengeHandler(BaseHTTPRequestHandler):
 
     backend: InProcessBackend
     bodies: list
+    lock = threading.Lock()  # the backend's model holds one KV cache: one request at a time
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -90,7 +91,9 @@ class ChallengeHandler(BaseHTTPRequestHandler):
         b = self.backend
         if self.path == "/process":
             temperature = body["temperature"] if body["temperature"] > 1e-5 else 0.0
-            [text] = b.complete([Request(body["prompt"], body["max_new_tokens"], temperature, tuple(body["stop_sequences"]))])
+            with self.lock:
+                [text] = b.complete([Request(body["prompt"], body["max_new_tokens"], temperature,
+                                             tuple(body["stop_sequences"]))])
             out = {"text": text, "tokens": [], "logprob": 0.0, "request_time": 0.0}
         elif self.path == "/tokenize":
             ids = b.tokenizer.encode(body["text"]).tolist()
@@ -121,13 +124,14 @@ def test_http_backend_speaks_helm_schema_and_matches_in_process():
         assert http.count_tokens("hello") == 5 and http.truncate("abcdef", 3) == "abc"
     finally:
         server.shutdown()
-    path, body = handler.bodies[0]
+    # requests are in flight together: their bodies arrive in any order
+    first, second = sorted((b for p, b in handler.bodies if p == "/process"), key=lambda b: b["max_new_tokens"])
     # exactly the fields and values HELM's HTTPModelClient sends
-    assert path == "/process" and body == {
+    assert first == {
         "prompt": PROMPTS[0], "temperature": 1e-7, "num_return_sequences": 1, "max_new_tokens": 1, "top_p": 1.0,
         "echo_prompt": False, "top_k_per_token": 5, "stop_sequences": [],
     }
-    assert handler.bodies[1][1]["stop_sequences"] == ["\n"] and handler.bodies[1][1]["max_new_tokens"] == 12
+    assert second["stop_sequences"] == ["\n"] and second["max_new_tokens"] == 12
 
 
 def test_http_backend_against_submission_server(smollm2_checkpoint):

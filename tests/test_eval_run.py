@@ -86,3 +86,29 @@ def test_demo_sample_data_reads_as_each_family():
     assert len(instances) == 12 and "Age" not in missing
     # the target (stereotyped: old), non-target and unknown letters are all found
     assert all(all(i.tags[3:6]) for i in instances)
+
+
+def test_run_over_two_servers_equals_one(smollm2_checkpoint, tmp_path):
+    """--server_url URL1,URL2 spreads the requests over both servers and writes the results one server gives."""
+    import httpx
+
+    from eval.run import main as run
+    from submission.launch import start_server, stop_server
+
+    env = {"CHECKPOINT_DIR": smollm2_checkpoint, "DEVICE": "cpu", "PRECISION": "32-true"}
+    servers = [start_server(env, tmp_path / f"server{i}.log") for i in range(2)]
+    try:
+        urls = [url for _, url in servers]
+        kw = dict(tasks="mmlu,truthfulqa", mmlu_subjects="philosophy", limit=6, perturb="", cnn_dm_temperature=0.0,
+                  data_dir=ROOT / "examples" / "eval_data")
+        one = run(server_url=urls[0], out=tmp_path / "one", **kw)
+        served = [httpx.get(u + "/health").json()["prefill_tokens"] for u in urls]
+        two = run(server_url=",".join(urls), out=tmp_path / "two", **kw)
+        after = [httpx.get(u + "/health").json()["prefill_tokens"] for u in urls]
+    finally:
+        for proc, _ in servers:
+            stop_server(proc)
+    assert after[1] > served[1] and after[0] > served[0]  # both servers answered part of the second run
+    assert one["runs"] == two["runs"] and one["families"] == two["families"] and one["num_requests"] > 4
+    preds = [(tmp_path / d / "predictions.jsonl").read_text().splitlines() for d in ("one", "two")]
+    assert preds[0] == preds[1]
