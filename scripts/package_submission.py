@@ -4,8 +4,8 @@
     docker build -t submission build/submission && docker run --gpus all -p 8080:80 submission
 
 The context holds `Dockerfile` (from submission/), `lit_gpt/`, `submission/` and `checkpoint/` (the weights, config
-and tokenizer files; hard-linked where the filesystem allows, so staging a multi-GB checkpoint is instant), and
-`scripts/convert_lit_checkpoint.py` for the vLLM image (`docker build -f OUT/submission/Dockerfile.vllm OUT`).
+and tokenizer files; hard-linked where the filesystem allows, so staging a multi-GB checkpoint is instant). The vLLM
+image builds from the same context (`docker build -f OUT/submission/Dockerfile.vllm OUT`).
 """
 
 import os
@@ -56,9 +56,6 @@ def main(checkpoint_dir: Path, out_dir: Path = Path("build/submission")) -> Path
         shutil.copytree(wd / "lit_gpt", staging / "lit_gpt", ignore=ignore)
         shutil.copytree(wd / "submission", staging / "submission", ignore=ignore)
         shutil.copy2(wd / "submission" / "Dockerfile", staging / "Dockerfile")
-        # submission/Dockerfile.vllm exports the checkpoint to the HF format at build time.
-        (staging / "scripts").mkdir()
-        shutil.copy2(wd / "scripts" / "convert_lit_checkpoint.py", staging / "scripts" / "convert_lit_checkpoint.py")
         (staging / "checkpoint").mkdir()
         for name in CHECKPOINT_FILES:
             if (checkpoint_dir / name).is_file():

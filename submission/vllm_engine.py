@@ -76,7 +76,7 @@ def export_for_vllm(checkpoint_dir: Path, lora_path: Optional[Path], export_dir:
     if not lit and not is_hf_dir(checkpoint_dir):
         raise RuntimeError(f"CHECKPOINT_DIR {checkpoint_dir}: neither {CHECKPOINT_FILENAME} nor an HF export "
                            "(config.json + *.safetensors)")
-    from scripts.convert_lit_checkpoint import convert_lit_checkpoint  # only where something needs exporting
+    from lit_gpt.convert_lit import convert_lit_checkpoint  # only where something needs exporting
 
     model_dir = checkpoint_dir
     if lit:

@@ -86,11 +86,8 @@ def vllm_base(vllm_py, smollm2_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def lora_run(smollm2_checkpoint, tmp_path_factory):
     """A LoRA run on SmolLM2 (attention and MLP layers) and its merged checkpoint."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from merge_lora import setup as merge
-    finally:
-        sys.path.pop(0)
+    from scripts.merge_lora import setup as merge
+
     tmp = tmp_path_factory.mktemp("lora")
     lora_file, _ = fake_run(tmp / "run", smollm2_checkpoint, LoRAConfig(r=8, alpha=16, query=True, value=True,
                                                                          projection=True, mlp=True))
