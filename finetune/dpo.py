@@ -166,7 +166,7 @@ def main(fabric, hp: dict, t0: float) -> torch.nn.Module:
     if train.dropped:
         fabric.print(f"{train.dropped} training pairs keep no reply token within {train.max_seq_length} tokens: left out")
     task = Preference(fabric, hp, train, val)
-    max_steps = trainer.total_steps(fabric, task, hp, f"{len(train)} training pairs")
+    max_steps = trainer.count_steps(fabric, task, hp, f"{len(train)} training pairs")
 
     model = trainer.build_lora_model(fabric, hp, config, train.max_seq_length, hp["lora_path"])
     fabric.print(f"{num_parameters(model, requires_grad=True):,} trainable LoRA parameters; {len(train)} training "

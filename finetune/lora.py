@@ -112,7 +112,7 @@ def main(fabric, hp: dict, t0: float) -> torch.nn.Module:
     if n_truncated:
         fabric.print(f"{n_truncated} training examples are longer than {max_seq_length} tokens and get truncated")
     task = SFT(fabric, hp, train_data, val_data, max_seq_length)
-    max_steps = trainer.total_steps(fabric, task, hp, f"{len(train_data)} training examples")
+    max_steps = trainer.count_steps(fabric, task, hp, f"{len(train_data)} training examples")
 
     t_load = time.perf_counter()
     model = trainer.build_lora_model(fabric, hp, config, max_seq_length)

@@ -207,9 +207,9 @@ def epoch_plan(task: Task, hp: dict, epoch: int, rank: int, world: int) -> list:
     return batches[rank::world]
 
 
-def total_steps(fabric: Any, task: Task, hp: dict, what: str) -> int:
+def count_steps(fabric: Any, task: Task, hp: dict, what: str) -> int:
     """--max_steps, or the optimizer steps of --epochs (a UserError if the data gives no full step)."""
-    world = hp["devices"] * hp["num_nodes"]
+    world = fabric.world_size
     grad_accum = hp["global_batch_size"] // (hp["micro_batch_size"] * world)
     steps_per_epoch = len(epoch_plan(task, hp, 0, fabric.global_rank, world)) // grad_accum
     if steps_per_epoch == 0:
