@@ -36,12 +36,45 @@ EVAL_RESERVED = {"checkpoint_dir", "server_url", "lora_path", "out", "name"}
 
 @lru_cache(maxsize=None)
 def script_flags(script: str, function: str) -> frozenset[str]:
-    """The parameters of a script's entry function, read from its source (importing it would load torch)."""
+    """The parameters of a script's entry function, read from its source (importing it would load torch); a
+    `**kwargs` handed on as `f(**kwargs)` adds f's parameters (as jsonargparse resolves them), f in the script or
+    imported from the project (`from lit_gpt import trainer` ... `trainer.run_flags(**kwargs)`)."""
     tree = ast.parse((ROOT / script).read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == function:
-            return frozenset(a.arg for a in node.args.args + node.args.kwonlyargs)
+            flags = {a.arg for a in node.args.args + node.args.kwonlyargs}
+            if node.args.kwarg:
+                for callee in _kwargs_callees(node, node.args.kwarg.arg):
+                    flags |= script_flags(*_resolve(tree, script, callee))
+            return frozenset(flags)
     raise RuntimeError(f"{script}: no function {function}()")
+
+
+def _kwargs_callees(fn: ast.FunctionDef, kwarg: str) -> list[list[str]]:
+    """The dotted names of the calls in `fn` that take `**kwarg`."""
+    found = []
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Call) and any(k.arg is None and isinstance(k.value, ast.Name) and k.value.id == kwarg
+                                              for k in node.keywords):
+            parts, f = [], node.func
+            while isinstance(f, ast.Attribute):
+                parts.insert(0, f.attr)
+                f = f.value
+            if isinstance(f, ast.Name):
+                found.append([f.id, *parts])
+    return found
+
+
+def _resolve(tree: ast.Module, script: str, dotted: list[str]) -> tuple[str, str]:
+    """(file, function) of a call's dotted name in `script` (parsed as `tree`), through its `from X import Y`s."""
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for a in node.names:
+                if (a.asname or a.name) == dotted[0]:
+                    if len(dotted) == 1:  # from pkg.mod import f; f(**kwargs)
+                        return node.module.replace(".", "/") + ".py", a.name
+                    return f"{node.module}.{a.name}".replace(".", "/") + ".py", dotted[1]  # from pkg import mod
+    return script, dotted[0]  # defined in the script itself
 
 
 def _check_flags(where: str, values: Any, script: str, function: str, reserved: set[str]) -> dict:

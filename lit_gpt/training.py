@@ -197,7 +197,7 @@ def remove_stale_staging(out_dir: Path) -> list[Path]:
     return removed
 
 
-# ----------------------------------------------------------------------------- a LoRA run: resume, save, load, clock
+# ----------------------------------------------------------------------------- a LoRA run: resume, save, load, time budget
 # finetune/lora.py and finetune/dpo.py write the same checkpoints: OUT/step-NNNNNN/{LoRA weights, optimizer + schedule +
 # RNG + data position, hparams.yaml}, each dir committed in one rename, and OUT/final/ with the last one's weights.
 LORA_FILENAME = "lit_model.pth.lora"
@@ -284,9 +284,9 @@ def load_checkpoint(fabric: Any, resume_dir: Path, model: torch.nn.Module, optim
     restore_rng_state(saved["rng"][fabric.global_rank])
 
 
-class RunClock:
-    """--max_time bookkeeping: seconds used by the run (setup and earlier, resumed runs included), the measured step
-    time, and how many optimizer steps still fit once the final evaluation and checkpoint are reserved for."""
+class TimeBudget:
+    """--max_time: seconds used by the run (setup and earlier, resumed runs included), the measured step time, and
+    how many optimizer steps still fit once the final evaluation and checkpoint are reserved for."""
 
     def __init__(self, max_time: Optional[str], t0: float) -> None:
         self.budget = parse_duration(max_time) if max_time else None
@@ -320,6 +320,11 @@ class RunClock:
         # the final eval and checkpoint, with slack for a slower machine at the end
         reserve = 2 * self.save_time + 2 * self.eval_time + 1.0 + min(0.02 * self.budget, 300.0)
         return plan_total_steps(step, self.elapsed(), step_time, self.budget, reserve, max_steps)
+
+    def total_steps(self, fabric: Any, step: int, max_steps: int) -> Optional[int]:
+        """`plan`, rank 0's on every rank (their clocks differ slightly)."""
+        total = self.plan(step, max_steps)
+        return None if total is None else int(fabric.broadcast(total))
 
 
 # ----------------------------------------------------------------------------- throughput and memory

@@ -1,6 +1,9 @@
 import os
 import random
+import re
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,6 +116,44 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tiny, tmp_path):
     saved = torch.load(tmp_path / "out" / "final" / "lit_model.pth.lora", weights_only=True)["model"]
     for k in w0:
         assert torch.equal(saved[k], w0[k])
+
+
+def test_two_nodes_end_with_the_weights_of_one_node_of_two_processes(tiny, tmp_path):
+    """The README's 2-node torchrun command, run as written on two "nodes" of one CPU process each on localhost
+    (gloo), and one node of two processes (Fabric's own launcher) reach the same weights."""
+    ckpt, data = tiny
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"^torchrun --nnodes 2 (?:.*\\\n)*.*$", readme, re.M).group(0)
+    tiny_run = dict(max_steps=4, global_batch_size=8, learning_rate=1e-2, warmup_steps=1, save_interval=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{ENV['PATH']}", "DEVICES": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "CKPT": str(ckpt)}
+    # the README's flags come first; the tiny run's (data, out_dir, CPU, a few steps) override them
+    two_nodes = f"{command} {shlex.join(flags(ckpt, data, tmp_path / 'two_nodes', **tiny_run))}"
+    runs = [(["bash", "-c", two_nodes], {**env, "NODE_RANK": str(rank)}, f"node{rank}") for rank in (0, 1)]
+    runs.append(([sys.executable, str(SCRIPT), "--devices", "2", "--strategy", "ddp",
+                  *flags(ckpt, data, tmp_path / "one_node", **tiny_run)], ENV, "one_node"))
+    procs = []
+    try:
+        for args, run_env, name in runs:
+            with open(tmp_path / f"{name}.log", "w") as log:
+                procs.append(subprocess.Popen(args, env=run_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+        codes = [p.wait(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)  # torchrun's workers too
+    logs = {f.name: f.read_text()[-2000:] for f in tmp_path.glob("*.log")}
+    assert codes == [0, 0, 0], logs
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs["node1.log"], logs  # the second node joined as rank 1 of 2
+    two, one = lora_weights(tmp_path / "two_nodes"), lora_weights(tmp_path / "one_node")
+    assert two.keys() == one.keys() and two
+    for k in two:
+        assert torch.equal(two[k], one[k]), k
+    assert any(two[k].abs().sum() > 0 for k in two if "lora_B" in k)
 
 
 def test_max_time_stops_inside_the_budget_with_a_usable_checkpoint(tiny, tmp_path):

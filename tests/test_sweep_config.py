@@ -72,3 +72,20 @@ def test_steps_and_intervals(layout):
 def test_config_errors_name_the_key(layout, overrides, message):
     with pytest.raises(UserError, match=message):
         load_sweep_config(write(layout, **overrides))
+
+
+@pytest.mark.parametrize("script", ["finetune/lora.py", "finetune/dpo.py"])
+def test_script_flags_read_from_source_are_the_cli_flags(script):
+    """The flags the sweep accepts (read from the source, `**kwargs` followed into lit_gpt.trainer.run_flags) are
+    exactly those jsonargparse gives the script."""
+    import importlib
+
+    from jsonargparse import ArgumentParser
+
+    from lit_gpt.sweep_config import script_flags
+
+    parser = ArgumentParser()
+    parser.add_function_arguments(importlib.import_module(script[:-3].replace("/", ".")).setup)
+    cli_flags = {a.dest for a in parser._actions if a.dest not in ("help", "config", "print_config")}
+    assert script_flags(script, "setup") == cli_flags
+    assert {"num_nodes", "max_time", "lora_r", "micro_batch_size"} <= cli_flags
