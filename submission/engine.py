@@ -31,8 +31,8 @@ from typing import Optional
 
 import torch
 
-from lit_gpt.model import GPT, Group, left_padded_attention
-from submission.kv_cache import KVStorage, PrefixCache, bind_model_cache
+from lit_gpt.model import GPT
+from submission.kv_cache import KVStorage, PrefixCache, bind_model_cache, chunk_group, decode_group, prefill_inputs
 from submission.request import Completion, Request, SamplingParams, Status
 from submission.sampling import accept, head_logits, new_generator, pick_tokens, score_prompt
 from submission.scheduler import Scheduler
@@ -213,12 +213,7 @@ class Engine:
                 self.storage.write(B + i, request.pad, kv)
         S = max(len(r.ids) - n for r, n in zip(new, have))
         self.prefill_tokens += sum(len(r.ids) - n for r, n in zip(new, have))
-        pads = torch.tensor([longest - len(r.ids) for r in new], device=self.device)
-        idx = torch.tensor([([0] * (longest - len(r.ids)) + r.ids)[longest - S:] for r in new], device=self.device)
-        input_pos = torch.arange(longest - S, longest, device=self.device)
-        mask, position_ids = left_padded_attention(pads, S, longest, input_pos)
-        if S == longest and not pads.any():  # no padding, nothing cached: plain causal attention (the fast kernel)
-            mask = None
+        idx, input_pos, position_ids, mask = prefill_inputs([r.ids for r in new], S, self.device)
         bind_model_cache(self.model, self.storage, slice(B, B + b), slice(pos - longest, pos))
         hidden = self.model(idx, input_pos, position_ids=position_ids, mask=mask, return_hidden=True)
         logits = head_logits(self.model, hidden[:, -1])
@@ -250,19 +245,6 @@ class Engine:
         self.prefill_tokens += len(request.ids) - have
         self._begin(request, time.perf_counter())
 
-    def _fill_group(self) -> Group:
-        """The fill's next chunk: the prompt's last chunk lands on this step's decode slot."""
-        f = self.scheduler.fill
-        steps = f.end - self.scheduler.pos + 1  # this step and the rest: the last chunk's step has decode slot f.end
-        n = len(f.ids) - f.done
-        size = -(-n // steps)  # even chunks (a small leftover chunk would waste a pass)
-        a = f.done
-        local = torch.arange(a, a + size, device=self.device)  # prompt positions; the row's keys start at f.pad
-        mask, position_ids = left_padded_attention(torch.zeros(1, dtype=torch.long, device=self.device), size, a + size,
-                                                   local)
-        idx = torch.tensor([f.ids[a : a + size]], device=self.device)
-        return Group(idx, slice(f.row, f.row + 1), local + f.pad, position_ids, mask, key_start=f.pad)
-
     def _finish_fill(self, hidden_last: torch.Tensor) -> None:
         """The whole prompt is in the fill row: cache its prefix, score it (echo), and move it into the batch."""
         request = self.scheduler.end_fill()
@@ -278,16 +260,6 @@ class Engine:
         logits = head_logits(self.model, hidden_last.unsqueeze(0))
         self._logits = logits if self._logits is None or B == 0 else torch.cat([self._logits, logits])
         self.max_rows_seen = max(self.max_rows_seen, len(self.scheduler.rows))
-
-    def _decode_group(self) -> Group:
-        """The rows' next tokens at the shared slot `pos`; attention reads from the first slot any row uses."""
-        rows, pos = self.scheduler.rows, self.scheduler.pos
-        first = min(r.pad for r in rows)
-        input_pos = torch.tensor([pos], device=self.device)
-        pads = torch.tensor([r.pad for r in rows], device=self.device) - first
-        mask, position_ids = left_padded_attention(pads, 1, pos + 1 - first, input_pos - first)
-        idx = torch.tensor(self._next_tokens, device=self.device).unsqueeze(1)
-        return Group(idx, slice(0, len(rows)), input_pos, position_ids, mask, key_start=first)
 
     def _step(self) -> None:
         t0 = time.perf_counter()
@@ -309,7 +281,10 @@ class Engine:
             self._reset()
             return
         B = len(s.rows)
-        groups = ([self._decode_group()] if B else []) + ([self._fill_group()] if s.fill is not None else [])
+        groups = [decode_group(self._next_tokens, [r.pad for r in s.rows], s.pos, self.device)] if B else []
+        if s.fill is not None:
+            f, (a, b) = s.fill, s.next_chunk()
+            groups.append(chunk_group(f.ids[a:b], a, f.row, f.pad, self.device))
         bind_model_cache(self.model, self.storage)
         hidden = self.model.forward_groups(groups)
         s.pos += 1

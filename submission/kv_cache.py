@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Optional, Union
 
 import torch
 
-from lit_gpt.model import GPT
+from lit_gpt.model import GPT, Group, left_padded_attention
 
 Rows = Union[int, slice, torch.Tensor]
 
@@ -88,8 +88,9 @@ class KVStorage:
                 t[:rows, :, : pos + offset] = t[:rows, :, -offset:pos].clone()
 
 
-# -- The model's side. The only code that reaches into the model's KV cache: the model reads and writes its cache in
-# place, so every layer's cache is pointed at a view of the storage before a pass.
+# -- The model's side: the only code that reaches into the model's KV cache (the model reads and writes its cache in
+# place, so every layer's cache is pointed at a view of the storage before a pass) and builds its attention inputs
+# (left-padding masks, rotary positions, `forward_groups` groups) from the slot layout.
 def bind_model_cache(model: GPT, storage: Optional[KVStorage], rows: slice = slice(None),
                      slots: slice = slice(None)) -> None:
     """Points every layer's KV cache at `storage`'s rows and slots (None: drops the model's cache)."""
@@ -101,6 +102,40 @@ def bind_model_cache(model: GPT, storage: Optional[KVStorage], rows: slice = sli
     for block, k, v in zip(model.transformer.h, storage.k, storage.v):
         block.attn.kv_cache.k = k[rows, :, slots]
         block.attn.kv_cache.v = v[rows, :, slots]
+
+
+def prefill_inputs(prompts: list[list[int]], computed: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(idx, input_pos, position_ids, mask) of a pass over the last `computed` tokens of `prompts` left-padded to
+    the longest (the tokens before come from the prefix cache), at slots counted from the batch's first slot."""
+    longest = max(len(p) for p in prompts)
+    pads = torch.tensor([longest - len(p) for p in prompts], device=device)
+    idx = torch.tensor([([0] * (longest - len(p)) + p)[longest - computed:] for p in prompts], device=device)
+    input_pos = torch.arange(longest - computed, longest, device=device)
+    mask, position_ids = left_padded_attention(pads, computed, longest, input_pos)
+    if computed == longest and not pads.any():  # no padding, nothing cached: plain causal attention (the fast kernel)
+        mask = None
+    return idx, input_pos, position_ids, mask
+
+
+def decode_group(tokens: list[int], pads: list[int], pos: int, device: torch.device) -> Group:
+    """Rows 0.. writing their next `tokens` at the shared slot `pos`, each row's prompt starting at its slot in
+    `pads`; attention reads from the first slot any row uses."""
+    first = min(pads)
+    input_pos = torch.tensor([pos], device=device)
+    mask, position_ids = left_padded_attention(torch.tensor(pads, device=device) - first, 1, pos + 1 - first,
+                                               input_pos - first)
+    idx = torch.tensor(tokens, device=device).unsqueeze(1)
+    return Group(idx, slice(0, len(tokens)), input_pos, position_ids, mask, key_start=first)
+
+
+def chunk_group(chunk: list[int], done: int, row: int, start: int, device: torch.device) -> Group:
+    """The next `chunk` of a prompt filling storage row `row` from slot `start`, after its first `done` tokens."""
+    size = len(chunk)
+    local = torch.arange(done, done + size, device=device)  # prompt positions; the row's keys start at `start`
+    mask, position_ids = left_padded_attention(torch.zeros(1, dtype=torch.long, device=device), size, done + size,
+                                               local)
+    idx = torch.tensor([chunk], device=device)
+    return Group(idx, slice(row, row + 1), local + start, position_ids, mask, key_start=start)
 
 
 class PrefixCache:

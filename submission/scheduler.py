@@ -171,6 +171,14 @@ class Scheduler:
         request.status = Status.FILL
         self.fill = request
 
+    def next_chunk(self) -> tuple[int, int]:
+        """The fill's prompt tokens a..b-1 to compute in this step's pass, in even chunks (a small leftover chunk would
+        waste a pass) so that the last one lands on the fill's end slot."""
+        f = self.fill
+        steps = f.end - self.pos + 1  # this step and the rest: the last chunk's step has decode slot f.end
+        size = -(-(len(f.ids) - f.done) // steps)
+        return f.done, f.done + size
+
     def end_fill(self) -> Request:
         """The fill's prompt is all in its row: it stops being the fill (`join_fill` it to have it decode)."""
         request, self.fill = self.fill, None
