@@ -10,8 +10,9 @@ batch:
   conditions; finished rows leave the batch at once (their futures resolve), and new requests join at the next step.
 
 Who does what: `submission/scheduler.py` picks the requests to admit and lays out their cache rows and slots
-(shifting, trimming, packing); `submission/kv_cache.py` holds the keys/values (the storage, the prefix cache, and
-the one function that points the model's KV cache at the storage); `submission/sampling.py` turns hidden states
+(shifting, trimming, packing); `submission/kv_cache.py` holds the keys/values (the storage, the prefix cache) and
+is the only code that reaches into the model's KV cache and builds its attention inputs (`bind_model_cache`,
+`prefill_inputs`, `decode_group`, `chunk_group`); `submission/sampling.py` turns hidden states
 into tokens, stops and log-probabilities; `submission/request.py` is a request and its status. Each forward pass
 sees a view of the storage up to its last slot, so attention never spans unused capacity.
 
@@ -199,6 +200,8 @@ class Engine:
         self.prefix_cache.store(request.ids, lambda a, b: self.storage.read(row, start + a, start + b), have)
 
     def _prefill(self, new: list[Request]) -> None:
+        """Prefills `new` in one pass, in the storage rows after the running ones; those with tokens to generate join
+        the batch."""
         t0 = time.perf_counter()
         s = self.scheduler
         pos = s.place_batch(new)
@@ -237,6 +240,7 @@ class Engine:
         self.max_rows_seen = max(self.max_rows_seen, len(s.rows))
 
     def _start_fill(self, request: Request) -> None:
+        """Starts filling `request`'s prompt beside the running rows, from its cached prefix if there is one."""
         cached = self._lookup(request)
         have = 0 if cached is None else cached.shape[3]
         self.scheduler.place_fill(request, have)
