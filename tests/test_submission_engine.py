@@ -113,16 +113,13 @@ def test_joining_running_batch(tiny):
     engine = Engine(model, tokenizer, max_batch_size=3)  # driven step by step here, so the timing is exact
     first = engine.submit(short, SamplingParams(max_new_tokens=45))
     with torch.inference_mode():
-        engine._admit()
         for _ in range(3):
-            engine._step()
+            engine.step()
         later = [engine.submit(long, SamplingParams(max_new_tokens=2)) for _ in range(4)]  # two wait for room
         for _ in range(200):
             if first.done() and all(f.done() for f in later):
                 break
-            engine._admit()
-            if engine.running:
-                engine._step()
+            engine.step()
     assert all(f.result(timeout=0).new_ids == expected_long for f in later)
     assert first.result(timeout=0).new_ids == expected_short
     assert engine.max_rows_seen == 3
@@ -174,7 +171,7 @@ def test_queue_full_and_bad_jobs(tiny):
     _, model, tokenizer = tiny
     engine = Engine(model, tokenizer, max_queue=2)  # not started: nothing drains the queue
     ids = tokenizer.encode("hi").tolist()
-    engine.submit(ids, SamplingParams(max_new_tokens=1))
+    first = engine.submit(ids, SamplingParams(max_new_tokens=1))
     engine.submit(ids, SamplingParams(max_new_tokens=1))
     with pytest.raises(queue.Full):
         engine.submit(ids, SamplingParams(max_new_tokens=1))
@@ -182,7 +179,7 @@ def test_queue_full_and_bad_jobs(tiny):
         engine.submit(ids, SamplingParams(max_new_tokens=model.max_seq_length))
     with pytest.raises(ValueError, match="no tokens"):
         engine.submit([], SamplingParams(max_new_tokens=1))
-    pending = [engine.queue.queue[0].future]
+    pending = [first]
     engine.stop()
     with pytest.raises(RuntimeError, match="shutting down"):
         pending[0].result(timeout=1)
@@ -300,15 +297,12 @@ def test_prompts_joining_running_rows_are_prefilled_in_chunks_beside_them(tiny):
         engine = Engine(model, tokenizer, max_batch_size=6, prefix_cache_mb=64, prefill_chunk=prefill_chunk)
         futures = [engine.submit(*jobs[0]), engine.submit(*jobs[1])]
         with torch.inference_mode():
-            engine._admit()
-            engine._step()
+            engine.step()
             futures += [engine.submit(*j) for j in jobs[2:]]
             for _ in range(300):
                 if all(f.done() for f in futures):
                     break
-                engine._admit()
-                if engine.running:
-                    engine._step()
+                engine.step()
         engine.stop()
         return [f.result(timeout=0) for f in futures], engine
 
@@ -332,19 +326,15 @@ def test_a_cancelled_fill_is_dropped_and_the_rows_go_on(tiny):
     engine = Engine(model, tokenizer, max_batch_size=4, prefill_chunk=4)
     first = engine.submit(short, SamplingParams(max_new_tokens=20))
     with torch.inference_mode():
-        engine._admit()
-        engine._step()
+        engine.step()
         gone = engine.submit(long, SamplingParams(max_new_tokens=5))
-        engine._admit()
-        engine._step()
-        assert engine._fill is not None and engine._fill.job.future is gone
+        engine.step()
+        assert engine.filling is not None and engine.filling.future is gone
         gone.cancel()
         fill_steps = engine.fill_steps
-        engine._step()  # the next pass drops it instead of computing its next chunk
-        assert engine._fill is None and engine.fill_steps == fill_steps
+        engine.step()  # the next pass drops it instead of computing its next chunk
+        assert engine.filling is None and engine.fill_steps == fill_steps
         for _ in range(40):
-            engine._admit()
-            if engine.running:
-                engine._step()
-    assert engine._fill is None and first.result(timeout=0).new_ids == reference_greedy(model, short, 20, tokenizer.stop_ids)
+            engine.step()
+    assert engine.filling is None and first.result(timeout=0).new_ids == reference_greedy(model, short, 20, tokenizer.stop_ids)
     engine.stop()
