@@ -49,6 +49,52 @@ def _token_text(value: Any) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
+def read_bpe_ranks(path: Path) -> dict[bytes, int]:
+    """A tiktoken BPE file (qwen.tiktoken): one '<base64 token> <rank>' a line; errors name the file and line."""
+    import base64
+
+    ranks: dict[bytes, int] = {}
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                token, rank = line.split()
+                ranks[base64.b64decode(token, validate=True)] = int(rank)
+            except ValueError as e:
+                raise UserError(f"{path}:{lineno}: expected '<base64 token> <rank>' ({e})") from e
+    if not ranks:
+        raise UserError(f"{path}: no BPE ranks")
+    return ranks
+
+
+def decode_sentencepiece(sp: Any, ids: list[int]) -> str:
+    """Like HF's Llama decoder: pieces joined with '▁' as space, byte pieces fused, one leading space dropped.
+
+    (SentencePiece's own decode drops control tokens and the space after them, which HF keeps.)
+    """
+    out: list[str] = []
+    pending = bytearray()
+
+    def flush() -> None:
+        if pending:
+            try:
+                out.append(pending.decode("utf-8"))
+            except UnicodeDecodeError:  # as the HF ByteFallback decoder: one U+FFFD per byte
+                out.append("\ufffd" * len(pending))
+            pending.clear()
+
+    for i in ids:
+        if sp.IsByte(i):
+            pending.append(int(sp.IdToPiece(i)[3:5], 16))  # "<0xAB>"
+            continue
+        flush()
+        out.append(sp.IdToPiece(i).replace("\u2581", " "))
+    flush()
+    text = "".join(out)
+    return text[1:] if text.startswith(" ") else text
+
+
 class Tokenizer:
     def __init__(self, checkpoint_dir: Path | str) -> None:
         checkpoint_dir = Path(checkpoint_dir)
@@ -144,22 +190,9 @@ class Tokenizer:
         self._default_chat_template = None
 
     def _load_tiktoken(self, path: Path) -> None:
-        import base64
-
         import tiktoken
 
-        ranks: dict[bytes, int] = {}
-        with open(path, "rb") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    token, rank = line.split()
-                    ranks[base64.b64decode(token, validate=True)] = int(rank)
-                except ValueError as e:
-                    raise UserError(f"{path}:{lineno}: expected '<base64 token> <rank>' ({e})") from e
-        if not ranks:
-            raise UserError(f"{path}: no BPE ranks")
+        ranks = read_bpe_ranks(path)
         first_special = max(ranks.values()) + 1
         specials = {token: first_special + i for i, token in enumerate(QWEN_SPECIAL_TOKENS)}
         try:
@@ -313,34 +346,7 @@ class Tokenizer:
             return self.processor.decode(ids, skip_special_tokens=skip_special_tokens)
         if self.backend == "tiktoken":
             return self.processor.decode(ids, errors="replace")
-        return self._decode_sentencepiece(ids)
-
-    def _decode_sentencepiece(self, ids: list[int]) -> str:
-        """Like HF's Llama decoder: pieces joined with '▁' as space, byte pieces fused, one leading space dropped.
-
-        (SentencePiece's own decode drops control tokens and the space after them, which HF keeps.)
-        """
-        sp = self.processor
-        out: list[str] = []
-        pending = bytearray()
-
-        def flush() -> None:
-            if pending:
-                try:
-                    out.append(pending.decode("utf-8"))
-                except UnicodeDecodeError:  # as the HF ByteFallback decoder: one U+FFFD per byte
-                    out.append("\ufffd" * len(pending))
-                pending.clear()
-
-        for i in ids:
-            if sp.IsByte(i):
-                pending.append(int(sp.IdToPiece(i)[3:5], 16))  # "<0xAB>"
-                continue
-            flush()
-            out.append(sp.IdToPiece(i).replace("\u2581", " "))
-        flush()
-        text = "".join(out)
-        return text[1:] if text.startswith(" ") else text
+        return decode_sentencepiece(self.processor, ids)
 
     def token_texts(self, ids: list[int]) -> list[str]:
         """The text each id adds to the decoded string; "" while a UTF-8 character is still incomplete."""
