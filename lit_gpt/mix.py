@@ -37,6 +37,10 @@ Without `eval_sets`, the mix is checked against every family the challenge's fin
 (lit_gpt/eval_loaders.py DEFAULT_EVAL_SETS: MMLU, GSM8K, TruthfulQA, BBQ, CNN/DM, BIG-bench, SAMSum, ETHICS, MATH,
 corr2cause) wherever their files are in `eval_data_dir`; those absent are listed in the manifest as not checked.
 `eval_sets: {}` turns decontamination off.
+
+Engines (`--engine`): stream (the default: two passes over the sources in chunks, flat memory; lit_gpt/mix_stream.py),
+datatrove (the same, its first pass on datatrove executors; lit_gpt/mix_datatrove.py), memory (every record in RAM:
+the reference the other two are tested against, and the one for mixes of preference pairs).
 """
 
 from __future__ import annotations
@@ -215,8 +219,9 @@ def setup(
     checkpoint_dir: Path = DEFAULT_CHECKPOINT,
     out_dir: Path = Path("data/mix"),
     num_workers: int = 0,
-    stream: bool = True,
+    engine: str = "stream",
     chunk_size: int = 10_000,
+    tasks: int = 2,
 ) -> dict:
     """Build a deduplicated, decontaminated finetuning mix.
 
@@ -225,20 +230,32 @@ def setup(
             module docstring for its keys).
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl, stats.json, manifest.json and manifest.md go.
-        num_workers: Tokenizer processes of the in-memory path (0: one per CPU, 1: no subprocesses).
-        stream: Read the sources twice in chunks, keeping only hashes and signatures per record, so memory stays
-            flat however big the mix (lit_gpt/mix_stream.py); false: hold every record in memory (the same output;
-            needed for mixes of preference pairs).
+        num_workers: Tokenizer processes of the in-memory engine (0: one per CPU, 1: no subprocesses).
+        engine: "stream": read the sources twice in chunks, keeping only hashes and signatures per record, so memory
+            stays flat however big the mix (lit_gpt/mix_stream.py); "datatrove": the same, its first pass run as
+            datatrove pipeline steps on `tasks` local processes (lit_gpt/mix_datatrove.py); "memory": every record
+            held in memory (needed for mixes of preference pairs). All three write the same mix.
         chunk_size: Records per chunk when streaming.
+        tasks: datatrove tasks (processes) for engine "datatrove".
     """
     if mix_config is None:
         raise UserError("pass --config MIX.yaml (see examples/mix_demo.yaml)")
+    if engine not in ("stream", "datatrove", "memory"):
+        raise UserError(f"--engine must be stream, datatrove or memory, got {engine!r}")
     if not Path(checkpoint_dir).is_dir():
         raise UserError(f"checkpoint dir {str(checkpoint_dir)!r} does not exist (it supplies the tokenizer)")
-    if stream:
-        from lit_gpt.mix_stream import stream_mix
+    if engine != "memory":
+        from lit_gpt.mix_stream import PairsMix, stream_mix
 
-        return stream_mix(Path(mix_config), Path(checkpoint_dir), Path(out_dir), chunk_size)
+        scan = None
+        if engine == "datatrove":
+            from lit_gpt.mix_datatrove import datatrove_scan
+
+            scan = datatrove_scan(tasks, chunk_size=chunk_size)
+        try:
+            return stream_mix(Path(mix_config), Path(checkpoint_dir), Path(out_dir), chunk_size, scan)
+        except PairsMix:
+            print("note: a mix of preference pairs is built in memory", file=sys.stderr)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     config = Path(mix_config)

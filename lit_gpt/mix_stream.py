@@ -31,7 +31,7 @@ from lit_gpt.decontaminate import Vocab, minhash_signatures, near_duplicates, re
 from lit_gpt.mix import choose, eval_index, load_config, load_source, options
 from lit_gpt.mix_report import finish, report
 from lit_gpt.prepare import ChunkedRecords, Loaded, chunked_records
-from lit_gpt.utils import UserError, atomic_path, write_json
+from lit_gpt.utils import atomic_path, write_json
 
 SHARD_SIZE = 100_000  # examples per shard, as lit_gpt.data.write_dataset
 _P = np.uint64(0x100000001B3)
@@ -59,6 +59,10 @@ def stream_sources(specs: list[dict], config_dir: Path, handle: Callable[[int, i
     return loaded
 
 
+class PairsMix(Exception):
+    """A source holds preference pairs: such mixes (small) are built in memory (lit_gpt.mix.setup falls back)."""
+
+
 def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n, bands) uint64: a polynomial hash of each LSH band's `rows` signature values (equal bands hash equal)."""
     h = np.zeros((len(sig), bands), dtype=np.uint64)
@@ -80,22 +84,27 @@ class Scan:
         self.bands, self.rows = lsh.b, lsh.r
         self.parts: dict[str, list[np.ndarray]] = defaultdict(list)  # owner, item, digest, bands: one per chunk
         self.contaminated: list[tuple[int, int, str]] = []  # (record index, eval item, record id)
-        self.pairs = 0
 
     def __call__(self, s: int, base: int, records: list[dict]) -> None:
-        self.pairs += sum("rejected" in r for r in records)
-        ids, lengths = self.vocab.encode_many(record_text(r) + ("\n" + r["rejected"] if "rejected" in r else "")
-                                              for r in records)
+        if any("rejected" in r for r in records):
+            raise PairsMix()
+        self.add(np.full(len(records), s), np.arange(base, base + len(records)), [record_text(r) + (
+            "\n" + r["rejected"] if "rejected" in r else "") for r in records], [r["id"] for r in records])
+
+    def add(self, owner: np.ndarray, index: np.ndarray, texts: list[str], record_ids: list[str]) -> None:
+        """Records given by their source, index in the mix, compared text and id."""
+        ids, lengths = self.vocab.encode_many(texts)
         starts = np.concatenate([[0], np.cumsum(lengths)])
-        item = np.full(len(records), -1, dtype=np.int64)
+        item = np.full(len(texts), -1, dtype=np.int64)
         if self.index is not None:
             for k, it in enumerate(self.index.match(ids, lengths)):
                 if it is not None:
                     item[k] = it
-                    self.contaminated.append((base + k, it, records[k]["id"]))
+                    self.contaminated.append((int(index[k]), it, record_ids[k]))
         digest = b"".join(hashlib.blake2b(ids[starts[k] : starts[k + 1]].tobytes(), digest_size=16).digest()
-                          for k in range(len(records)))
-        self.parts["owner"].append(np.full(len(records), s, dtype=np.int64))
+                          for k in range(len(texts)))
+        self.parts["owner"].append(np.asarray(owner, dtype=np.int64))
+        self.parts["index"].append(np.asarray(index, dtype=np.int64))
         self.parts["item"].append(item)
         self.parts["digest"].append(np.frombuffer(digest, dtype=np.uint64).reshape(-1, 2))
         if self.dedup["near"]:
@@ -104,7 +113,7 @@ class Scan:
             self.parts["bands"].append(band_hashes(sig, self.bands, self.rows))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        empty = {"owner": np.zeros(0, np.int64), "item": np.zeros(0, np.int64), "digest": np.zeros((0, 2), np.uint64),
+        empty = {"owner": np.zeros(0, np.int64), "index": np.zeros(0, np.int64), "item": np.zeros(0, np.int64), "digest": np.zeros((0, 2), np.uint64),
                  "bands": np.zeros((0, self.bands), np.uint64)}
         return {k: np.concatenate(self.parts[k]) if self.parts[k] else v for k, v in empty.items()}
 
@@ -249,9 +258,10 @@ def write_dropped(path: Path, drops: list[tuple], spill: Spill, specs: list[dict
                                ensure_ascii=False) + "\n")
 
 
-def stream_mix(config: Path, checkpoint_dir: Path, out_dir: Path, chunk_size: int = 10_000, scan=None) -> dict:
-    """lit_gpt.mix.setup's mix, streamed (see the module docstring). `scan(specs, config_dir, index, vocab,
-    dedup_cfg, sig_path) -> (arrays, contaminated, loaded)` replaces pass 1 (lit_gpt/mix_datatrove.py's)."""
+def stream_mix(config: Path, checkpoint_dir: Path, out_dir: Path, chunk_size: int = 10_000,
+               scan: Optional[Callable] = None) -> dict:
+    """lit_gpt.mix.setup's mix, streamed (see the module docstring). `scan(config, tmp) -> (Scan.arrays(),
+    Scan.contaminated)`, with the signatures in tmp/sig.bin in record order, replaces pass 1 (lit_gpt/mix_datatrove.py)."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     cfg = load_config(config)
@@ -267,12 +277,10 @@ def stream_mix(config: Path, checkpoint_dir: Path, out_dir: Path, chunk_size: in
         if scan is None:
             with open(tmp / "sig.bin", "wb") as sig_file:
                 sc = Scan(index, vocab, dedup_cfg, sig_file)
-                loaded = stream_sources(specs, config_dir, sc, chunk_size)
-            if sc.pairs:
-                raise UserError(f"{config}: a mix of preference pairs is built in memory: pass --stream false")
+                stream_sources(specs, config_dir, sc, chunk_size)
             arrays, contaminated = sc.arrays(), sc.contaminated
         else:
-            arrays, contaminated, loaded = scan(specs, config_dir, index, vocab, dedup_cfg, tmp / "sig.bin")
+            arrays, contaminated = scan(config, tmp)
         timings["scan"] = time.perf_counter() - t
         t = time.perf_counter()
         n = len(arrays["owner"])
@@ -291,7 +299,7 @@ def stream_mix(config: Path, checkpoint_dir: Path, out_dir: Path, chunk_size: in
             j for _, reason, j in drops if reason != "contaminated"}
         spill = Spill(tmp, Encoder(checkpoint_dir, o["max_seq_length"], o["template"]), needed, named)
         try:
-            stream_sources(specs, config_dir, spill, chunk_size)
+            loaded = stream_sources(specs, config_dir, spill, chunk_size)
         finally:
             spill.close()
         timings["tokenize"] = time.perf_counter() - t

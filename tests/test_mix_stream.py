@@ -26,13 +26,15 @@ def outputs(out: Path) -> dict:
             "shard_files": sorted(p.name for p in out.glob("*.pt"))}
 
 
-def assert_same_mix(config: Path, ckpt: Path, tmp: Path, chunk_size: int) -> dict:
-    prepare_mix(config, ckpt, tmp / "memory", num_workers=1, stream=False)
-    prepare_mix(config, ckpt, tmp / "stream", stream=True, chunk_size=chunk_size)
-    a, b = outputs(tmp / "memory"), outputs(tmp / "stream")
-    for key in a:
-        assert a[key] == b[key], key
-    assert not list((tmp / "stream").glob(".stream-*"))  # the spill files are gone
+def assert_same_mix(config: Path, ckpt: Path, tmp: Path, chunk_size: int, engines=("stream",)) -> dict:
+    prepare_mix(config, ckpt, tmp / "memory", num_workers=1, engine="memory")
+    a = outputs(tmp / "memory")
+    for engine in engines:
+        prepare_mix(config, ckpt, tmp / engine, engine=engine, chunk_size=chunk_size, tasks=3)
+        b = outputs(tmp / engine)
+        for key in a:
+            assert a[key] == b[key], (engine, key)
+        assert not list((tmp / engine).glob(".stream-*"))  # the spill files are gone
     return a
 
 
@@ -72,13 +74,13 @@ def test_same_mix_as_in_memory_on_tiny_data(tmp_path, smol_dir):
                                           "in April and May?", "answer": "#### 72"}])
     first = {"sources": [jsonl_source("b", tmp_path / "b.jsonl")], "val_fraction": 0, "decontaminate": {"eval_sets": {}}}
     (tmp_path / "first.yaml").write_text(yaml.safe_dump(first))
-    prepare_mix(tmp_path / "first.yaml", smol_dir, tmp_path / "prepared", stream=False)
+    prepare_mix(tmp_path / "first.yaml", smol_dir, tmp_path / "prepared", engine="memory")
     cfg = {"seed": 3, "val_fraction": 0.1, "max_seq_length": 128,
            "sources": [{**jsonl_source("a", tmp_path / "a.jsonl"), "weight": 0.7},
                        {"name": "b", "dir": str(tmp_path / "prepared"), "records": 25}],
            "decontaminate": {"eval_sets": {"gsm8k": str(tmp_path / "gsm.jsonl")}}}
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
-    out = assert_same_mix(tmp_path / "mix.yaml", smol_dir, tmp_path, chunk_size=4)
+    out = assert_same_mix(tmp_path / "mix.yaml", smol_dir, tmp_path, chunk_size=4, engines=("stream", "datatrove"))
     a, b = out["manifest"]["sources"]
     assert (a["contaminated"], a["exact_duplicates"], a["near_duplicates"], a["malformed"]) == (1, 3, 1, 1)
     assert b["exact_duplicates"] == 1 and b["selected"] == 25 and a["tokenization_skipped"] >= 1
@@ -99,7 +101,7 @@ def test_same_mix_as_in_memory_on_real_data(shared_data, tmp_path, smol_dir):
     cfg["sources"][4]["weight"] = 1.5
     cfg["sources"][5]["args"]["max_records"] = 600
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
-    out = assert_same_mix(tmp_path / "mix.yaml", smol_dir, tmp_path, chunk_size=700)
+    out = assert_same_mix(tmp_path / "mix.yaml", smol_dir, tmp_path, chunk_size=700, engines=("stream", "datatrove"))
     totals = out["manifest"]["totals"]
     assert totals["records_in"] > 2500 and totals["records_out"] > 2000
     assert totals["exact_duplicates"] + totals["near_duplicates"] > 0
