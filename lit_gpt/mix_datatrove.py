@@ -14,6 +14,7 @@ merges them in record order and decides, tokenizes and writes as the streamed pa
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 from pathlib import Path
@@ -120,13 +121,15 @@ def merge(work: Path, tasks: int, num_perm: int, near: bool) -> tuple[dict[str, 
     if not np.array_equal(index[order], np.arange(len(index))):
         raise RuntimeError("the datatrove tasks did not scan every record once")
     arrays = {k: np.concatenate([p[k] for p in parts])[order] for k in parts[0]}
-    if near and len(index):
-        out = np.memmap(work / "sig.bin", dtype=np.uint32, mode="w+", shape=(len(index), num_perm))
-        for r, p in enumerate(parts):
-            rows = np.fromfile(work / f"sig-{r:05d}.bin", dtype=np.uint32).reshape(-1, num_perm)
-            out[p["index"]] = rows
-        out.flush()
-        del out
+    if near:  # each task's rows are runs of consecutive records: copied run by run, never all in memory
+        row = 4 * num_perm
+        with open(work / "sig.bin", "wb") as out:
+            for r, p in enumerate(parts):
+                idx = p["index"]
+                starts = np.nonzero(np.concatenate([[True], idx[1:] != idx[:-1] + 1]))[0].tolist() if len(idx) else []
+                with open(work / f"sig-{r:05d}.bin", "rb") as f:
+                    for a, b in zip(starts, starts[1:] + [len(idx)]):
+                        os.pwrite(out.fileno(), f.read((b - a) * row), int(idx[a]) * row)
     return arrays, contaminated
 
 

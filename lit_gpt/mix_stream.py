@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
+import os
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -197,48 +197,47 @@ class Spill:
             f.close()
 
 
-def _memmap(path: Path, dtype) -> np.ndarray:
-    return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
-
-
 def write_mix(out_dir: Path, tmp: Path, spill: Spill, train: list[int], val: list[int], owner: np.ndarray,
               stats_of: Callable[[dict], dict]) -> tuple[dict, list[tuple[int, str]]]:
     """Writes the shards and records.jsonl in the mix's order from the spilled files, a shard at a time; then
-    stats.json (`stats_of(counts)`). Returns the counts and the records skipped at tokenization, in order."""
-    ids, labels = _memmap(tmp / "ids.bin", np.int32), _memmap(tmp / "labels.bin", np.int32)
+    stats.json (`stats_of(counts)`). Returns the counts and the records skipped at tokenization, in order. The
+    spilled files are read record by record (os.pread), not mapped: mapped pages would count as resident."""
     c = {"tokens": Counter(), "out": Counter(), "skipped": Counter(), "split": Counter(), "truncated": 0}
     skipped, reported = [], set()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(tmp / "rec.jsonl", "rb") as fr, atomic_path(out_dir / "records.jsonl") as rec_tmp, \
-            open(rec_tmp, "wb") as fw:
-        rec = mmap.mmap(fr.fileno(), 0, access=mmap.ACCESS_READ) if spill.bytes else b""
-        for split, idx in (("train", train), ("val", val)):
-            for old in shard_paths(out_dir, split):
-                old.unlink()
-            examples, shards, tail = [], 0, f', "split": "{split}"}}\n'.encode()
-            for i in idx:
-                if spill.tok_len[i] < 0:
-                    c["skipped"][owner[i]] += 1
-                    if i not in reported:
-                        reported.add(i)
-                        skipped.append(i)
-                    continue
-                a, b = spill.tok_off[i], spill.tok_off[i] + spill.tok_len[i]
-                examples.append({"input_ids": np.array(ids[a:b]), "labels": np.array(labels[a:b])})
-                fw.write(rec[spill.rec_off[i] : spill.rec_off[i] + spill.rec_len[i] - 1] + tail)
-                c["tokens"][owner[i]] += int(b - a)
-                c["out"][(owner[i], split)] += 1
-                c["split"][f"{split}_records"] += 1
-                c["split"][f"{split}_tokens"] += int(b - a)
-                c["truncated"] += bool(spill.truncated[i])
-                if len(examples) == SHARD_SIZE:
+    fds = [os.open(tmp / name, os.O_RDONLY) for name in ("ids.bin", "labels.bin", "rec.jsonl")]
+    try:
+        with atomic_path(out_dir / "records.jsonl") as rec_tmp, open(rec_tmp, "wb") as fw:
+            for split, idx in (("train", train), ("val", val)):
+                for old in shard_paths(out_dir, split):
+                    old.unlink()
+                examples, shards, tail = [], 0, f', "split": "{split}"}}\n'.encode()
+                for i in idx:
+                    n = int(spill.tok_len[i])
+                    if n < 0:
+                        c["skipped"][owner[i]] += 1
+                        if i not in reported:
+                            reported.add(i)
+                            skipped.append(i)
+                        continue
+                    a = int(spill.tok_off[i]) * 4
+                    examples.append({"input_ids": np.frombuffer(bytearray(os.pread(fds[0], 4 * n, a)), np.int32),
+                                     "labels": np.frombuffer(bytearray(os.pread(fds[1], 4 * n, a)), np.int32)})
+                    fw.write(os.pread(fds[2], int(spill.rec_len[i]) - 1, int(spill.rec_off[i])) + tail)
+                    c["tokens"][owner[i]] += n
+                    c["out"][(owner[i], split)] += 1
+                    c["split"][f"{split}_records"] += 1
+                    c["split"][f"{split}_tokens"] += n
+                    c["truncated"] += bool(spill.truncated[i])
+                    if len(examples) == SHARD_SIZE:
+                        write_shard(examples, out_dir / f"{split}-{shards:05d}.pt")
+                        examples, shards = [], shards + 1
+                if examples or not shards:
                     write_shard(examples, out_dir / f"{split}-{shards:05d}.pt")
-                    examples, shards = [], shards + 1
-            if examples or not shards:
-                write_shard(examples, out_dir / f"{split}-{shards:05d}.pt")
-            c["split"].update({f"{split}_records": 0, f"{split}_tokens": 0})  # present when 0
-        if spill.bytes:
-            rec.close()
+                c["split"].update({f"{split}_records": 0, f"{split}_tokens": 0})  # present when 0
+    finally:
+        for fd in fds:
+            os.close(fd)
     write_json(stats_of(c), out_dir / "stats.json")
     return c, skipped
 
