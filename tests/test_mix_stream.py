@@ -93,16 +93,20 @@ def test_same_mix_as_in_memory_on_tiny_data(tmp_path, smol_dir):
 
 def test_same_mix_as_in_memory_on_real_data(shared_data, tmp_path, smol_dir):
     """bench/prepare.py's real mix (GSM8K, CNN/DM, OASST, Dolly, MMLU dev), cut to ~2,900 records, sampled by weight
-    and count, decontaminated against the six open evaluation sets."""
+    and count, decontaminated against the six open evaluation sets, plus 40 CNN/DM test items: the streamed and the
+    datatrove engines keep, drop and attribute exactly what the in-memory path does."""
     cfg = mix_config(shared_data)
     cfg["sources"][0]["args"] = {"max_records": 1500}
     cfg["sources"][0]["weight"] = 0.8
     cfg["sources"][1]["records"] = 300
     cfg["sources"][4]["weight"] = 1.5
     cfg["sources"][5]["args"]["max_records"] = 600
+    cfg["sources"].append({"name": "leak", "prepare": "cnn_dailymail", "args": {"max_records": 40},  # test items
+                           "source": str(shared_data / "cnn_dailymail/test_first574.jsonl")})
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
     out = assert_same_mix(tmp_path / "mix.yaml", smol_dir, tmp_path, chunk_size=700, engines=("stream", "datatrove"))
     totals = out["manifest"]["totals"]
     assert totals["records_in"] > 2500 and totals["records_out"] > 2000
     assert totals["exact_duplicates"] + totals["near_duplicates"] > 0
+    assert out["manifest"]["sources"][-1]["contaminated_by"] == {"cnn_dailymail": 40}  # the same items, every engine
     assert np.sum([len(x) for x, _ in out["shards"]["train"]]) == out["stats"]["train"]["tokens"]
