@@ -7,7 +7,7 @@ LSH band of its MinHash signature (the signatures themselves go to a file on dis
 only). Decontamination, exact and near dedup, sampling and the train/val split are then decided on those arrays,
 exactly as in memory. Pass 2 reads the sources again and tokenizes the chosen records chunk by chunk, spilling
 tokens and record JSON to files on disk; the shards and records.jsonl are then written from those files in the
-mix's shuffled order, a shard at a time. Memory: ~100 bytes a record plus one chunk and one shard.
+mix's shuffled order, a shard at a time. Memory: ~150 bytes a record plus one chunk and one shard.
 
 The per-record work of pass 1 is `Scan`; lit_gpt/mix_datatrove.py runs it as datatrove pipeline steps instead, on
 several tasks (local, Slurm or Ray executors), and hands the same arrays to the same decisions.
@@ -124,7 +124,6 @@ def decide(a: dict[str, np.ndarray], contaminated: list[tuple[int, int, str]], s
     duplicates among the clean (the first wins), then near duplicates. Returns the keep mask, the drops in
     dropped.jsonl's order as (record index, reason, extra: eval set and item / the index of the record kept), and
     the per-source counts."""
-    n = len(a["owner"])
     keep, owner = a["item"] < 0, a["owner"]
     drops: list[tuple] = []
     per = {"contaminated": defaultdict(Counter), "exact": Counter(), "near": Counter()}
