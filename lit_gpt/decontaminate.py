@@ -337,9 +337,12 @@ def minhash_signatures(
     return sig
 
 
-def near_duplicates(sig: np.ndarray, threshold: float = 0.8, keep: Optional[np.ndarray] = None) -> dict[int, int]:
+def near_duplicates(sig: np.ndarray, threshold: float = 0.8, keep: Optional[np.ndarray] = None,
+                    band_keys: Optional[np.ndarray] = None) -> dict[int, int]:
     """Texts whose estimated Jaccard similarity to an earlier kept text is >= threshold: {index: that text's index}.
-    Earlier texts win, so list sources in order of preference. `keep` masks texts already dropped.
+    Earlier texts win, so list sources in order of preference. `keep` masks texts already dropped. `band_keys`
+    (n, bands), a 64-bit hash of each band's rows, stands in for the rows (a streamed mix keeps only those in memory,
+    and `sig` on disk, read for the candidates alone).
 
     The banding (b bands of r rows) is datasketch MinHashLSH's choice for this threshold and num_perm, and the
     buckets are the ones its index would hold; they are formed with numpy sorts over all signatures at once instead
@@ -355,7 +358,10 @@ def near_duplicates(sig: np.ndarray, threshold: float = 0.8, keep: Optional[np.n
     idx = np.nonzero(alive)[0]
     pairs = set()
     for band in range(bands):
-        keys = np.ascontiguousarray(sig[idx, band * rows : (band + 1) * rows]).view(f"V{4 * rows}").ravel()
+        if band_keys is not None:
+            keys = band_keys[idx, band]
+        else:
+            keys = np.ascontiguousarray(sig[idx, band * rows : (band + 1) * rows]).view(f"V{4 * rows}").ravel()
         order = np.argsort(keys, kind="stable")
         k = keys[order]
         same = np.nonzero(k[1:] == k[:-1])[0]

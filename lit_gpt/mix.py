@@ -37,6 +37,10 @@ Without `eval_sets`, the mix is checked against every family the challenge's fin
 (lit_gpt/eval_loaders.py DEFAULT_EVAL_SETS: MMLU, GSM8K, TruthfulQA, BBQ, CNN/DM, BIG-bench, SAMSum, ETHICS, MATH,
 corr2cause) wherever their files are in `eval_data_dir`; those absent are listed in the manifest as not checked.
 `eval_sets: {}` turns decontamination off.
+
+Engines (`--engine`): stream (the default: two passes over the sources in chunks, flat memory; lit_gpt/mix_stream.py),
+datatrove (the same, its first pass on datatrove executors; lit_gpt/mix_datatrove.py), memory (every record in RAM:
+the reference the other two are tested against, and the one for mixes of preference pairs).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from typing import Any, Optional
 import numpy as np
 
 
-from lit_gpt.prepare import DEFAULT_CHECKPOINT, Loaded, read_records, source_files, split_indices, write_records
+from lit_gpt.prepare import DEFAULT_CHECKPOINT, Loaded, iter_records, source_files, split_indices, write_records
 
 from lit_gpt.data import Encoder, encode_records, write_dataset
 from lit_gpt.decontaminate import (
@@ -66,7 +70,8 @@ from lit_gpt.decontaminate import (
     record_text,
 )
 from lit_gpt.eval_loaders import default_eval_sets
-from lit_gpt.utils import UserError, alias_config_flag, atomic_path, cli, config_path, read_yaml_config, write_json
+from lit_gpt.mix_report import finish, report
+from lit_gpt.utils import UserError, alias_config_flag, cli, config_path, read_yaml_config
 from lit_gpt.sources import SOURCES
 from lit_gpt.sources.preferences import encode_pairs, pair_examples
 
@@ -110,9 +115,9 @@ def load_config(path: Path) -> dict:
 def load_source(spec: dict, config_dir: Path) -> Loaded:
     name = spec["name"]
     if "dir" in spec:
-        records = read_records(config_path(spec["dir"], config_dir) / "records.jsonl")
-        out = Loaded(read=len(records))
-        for r in records:
+        out = Loaded()
+        for r in iter_records(config_path(spec["dir"], config_dir) / "records.jsonl"):
+            out.read += 1
             r.pop("split", None)
             out.add(r.get("id", "?"), name, r.get("turns"))
             if "rejected" in r and out.records and out.records[-1]["id"] == r.get("id", "?"):
@@ -163,11 +168,54 @@ def select(n: int, spec: dict, rng: random.Random) -> list[int]:
     return list(range(n)) * full + sorted(rng.sample(range(n), rest))
 
 
+def options(cfg: dict) -> dict:
+    """The mix settings, defaults filled in."""
+    return {"seed": int(cfg.get("seed", 42)), "val_fraction": float(cfg.get("val_fraction", 0.05)),
+            "max_seq_length": int(cfg.get("max_seq_length", 2048)), "template": cfg.get("template", "auto"),
+            "dedup": {"exact": True, "near": True, "threshold": 0.8, "num_perm": 128, "shingle": 5, **(cfg.get("dedup") or {})},
+            "decontaminate": {"ngram": 13, "min_words": 8, "max_items": 20, **(cfg.get("decontaminate") or {})}}
+
+
+def eval_index(decon_cfg: dict, config_dir: Path, vocab: Vocab) -> tuple[dict, list[str], Any]:
+    """The evaluation sets checked, those missing, and their n-gram index (None when there are none)."""
+    if decon_cfg.get("eval_sets") is None:  # every family the final ranking scores, where its files are
+        eval_sets, missing_sets = default_eval_sets(config_path(decon_cfg.get("eval_data_dir", DEFAULT_EVAL_DATA), config_dir))
+    else:
+        eval_sets, missing_sets = eval_sets_from(decon_cfg["eval_sets"], config_dir, bool(decon_cfg.get("skip_missing")))
+    cache = decon_cfg.get("cache", True)
+    cache_dir = (default_cache_dir() if cache is True else config_path(cache, config_dir)) if cache else None
+    index = build_eval_index(eval_sets, vocab, decon_cfg["ngram"], decon_cfg["min_words"], decon_cfg["max_items"],
+                             cache_dir) if eval_sets else None
+    return eval_sets, missing_sets, index
+
+
+def choose(specs: list[dict], keep: np.ndarray, owner: np.ndarray, seed: int, val_fraction: float):
+    """Each source's sample of its clean records, split (repeats stay in train) and shuffled: the record indices of
+    train and of val, and per source how many were available and selected."""
+    train, val, per_source = [], [], []
+    for s, spec in enumerate(specs):
+        clean = np.nonzero(keep & (owner == s))[0].tolist()
+        chosen = select(len(clean), spec, random.Random(f"{seed}/{spec['name']}"))
+        mult = Counter(chosen)
+        uniq = sorted(mult)
+        tr, va = split_indices(len(uniq), val_fraction, seed)
+        train += [clean[uniq[k]] for k in tr for _ in range(mult[uniq[k]])]
+        val += [clean[uniq[k]] for k in va]
+        per_source.append({"available": len(clean), "selected": len(chosen)})
+    rng = random.Random(seed)
+    rng.shuffle(train)
+    rng.shuffle(val)
+    return train, val, per_source
+
+
 def setup(
     mix_config: Optional[Path] = None,
     checkpoint_dir: Path = DEFAULT_CHECKPOINT,
     out_dir: Path = Path("data/mix"),
     num_workers: int = 0,
+    engine: str = "stream",
+    chunk_size: int = 10_000,
+    tasks: int = 2,
 ) -> dict:
     """Build a deduplicated, decontaminated finetuning mix.
 
@@ -176,23 +224,40 @@ def setup(
             module docstring for its keys).
         checkpoint_dir: The checkpoint whose tokenizer (and chat template, if any) formats the records.
         out_dir: Where train-*.pt, val-*.pt, records.jsonl, stats.json, manifest.json and manifest.md go.
-        num_workers: Tokenizer processes (0: one per CPU, 1: no subprocesses).
+        num_workers: Tokenizer processes of the in-memory engine (0: one per CPU, 1: no subprocesses).
+        engine: "stream": read the sources twice in chunks, keeping only hashes and signatures per record, so memory
+            stays flat however big the mix (lit_gpt/mix_stream.py); "datatrove": the same, its first pass run as
+            datatrove pipeline steps on `tasks` local processes (lit_gpt/mix_datatrove.py); "memory": every record
+            held in memory (needed for mixes of preference pairs). All three write the same mix.
+        chunk_size: Records per chunk when streaming.
+        tasks: datatrove tasks (processes) for engine "datatrove".
     """
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
     if mix_config is None:
         raise UserError("pass --config MIX.yaml (see examples/mix_demo.yaml)")
+    if engine not in ("stream", "datatrove", "memory"):
+        raise UserError(f"--engine must be stream, datatrove or memory, got {engine!r}")
+    if not Path(checkpoint_dir).is_dir():
+        raise UserError(f"checkpoint dir {str(checkpoint_dir)!r} does not exist (it supplies the tokenizer)")
+    if engine != "memory":
+        from lit_gpt.mix_stream import PairsMix, stream_mix
+
+        scan = None
+        if engine == "datatrove":
+            from lit_gpt.mix_datatrove import datatrove_scan
+
+            scan = datatrove_scan(tasks, chunk_size=chunk_size)
+        try:
+            return stream_mix(Path(mix_config), Path(checkpoint_dir), Path(out_dir), chunk_size, scan)
+        except PairsMix:
+            print("note: a mix of preference pairs is built in memory", file=sys.stderr)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
     config = Path(mix_config)
     cfg = load_config(config)
     config_dir = config.parent
-    seed = int(cfg.get("seed", 42))
-    val_fraction = float(cfg.get("val_fraction", 0.05))
-    max_seq_length = int(cfg.get("max_seq_length", 2048))
-    template = cfg.get("template", "auto")
-    dedup_cfg = {"exact": True, "near": True, "threshold": 0.8, "num_perm": 128, "shingle": 5, **(cfg.get("dedup") or {})}
-    decon_cfg = {"ngram": 13, "min_words": 8, "max_items": 20, **(cfg.get("decontaminate") or {})}
-    if not Path(checkpoint_dir).is_dir():
-        raise UserError(f"checkpoint dir {str(checkpoint_dir)!r} does not exist (it supplies the tokenizer)")
+    o = options(cfg)
+    seed, val_fraction, max_seq_length, template = o["seed"], o["val_fraction"], o["max_seq_length"], o["template"]
+    dedup_cfg, decon_cfg = o["dedup"], o["decontaminate"]
 
     # 1. load
     specs = cfg["sources"]
@@ -221,14 +286,7 @@ def setup(
     # 2. normalized words of every record, and of the evaluation sets, in one vocabulary
     t = time.perf_counter()
     vocab = Vocab()
-    if decon_cfg.get("eval_sets") is None:  # every family the final ranking scores, where its files are
-        eval_sets, missing_sets = default_eval_sets(config_path(decon_cfg.get("eval_data_dir", DEFAULT_EVAL_DATA), config_dir))
-    else:
-        eval_sets, missing_sets = eval_sets_from(decon_cfg["eval_sets"], config_dir, bool(decon_cfg.get("skip_missing")))
-    cache = decon_cfg.get("cache", True)
-    cache_dir = (default_cache_dir() if cache is True else config_path(cache, config_dir)) if cache else None
-    index = build_eval_index(eval_sets, vocab, decon_cfg["ngram"], decon_cfg["min_words"], decon_cfg["max_items"],
-                             cache_dir) if eval_sets else None
+    eval_sets, missing_sets, index = eval_index(decon_cfg, config_dir, vocab)
     timings["eval_index"] = time.perf_counter() - t
     t = time.perf_counter()
     ids, lengths = vocab.encode_many(record_text(r) + ("\n" + r["rejected"] if "rejected" in r else "") for r in records)
@@ -272,19 +330,7 @@ def setup(
     timings["dedup"] = time.perf_counter() - t
 
     # 4. sample each source, split (repeats stay in train), shuffle
-    train, val, per_source = [], [], []
-    for s, spec in enumerate(specs):
-        clean = [i for i in np.nonzero(keep & (owner == s))[0]]
-        chosen = select(len(clean), spec, random.Random(f"{seed}/{spec['name']}"))
-        mult = Counter(chosen)
-        uniq = sorted(mult)
-        tr, va = split_indices(len(uniq), val_fraction, seed)
-        train += [clean[uniq[k]] for k in tr for _ in range(mult[uniq[k]])]
-        val += [clean[uniq[k]] for k in va]
-        per_source.append({"available": len(clean), "selected": len(chosen)})
-    rng = random.Random(seed)
-    rng.shuffle(train)
-    rng.shuffle(val)
+    train, val, per_source = choose(specs, keep, owner, seed, val_fraction)
 
     # 5. tokenize (what the thread has not) and write
     t = time.perf_counter()
@@ -330,60 +376,9 @@ def setup(
         tok_stats[f"{split}_records"] = len(examples)
         tok_stats[f"{split}_tokens"] = sum(len(ex["input_ids"]) for ex in examples)
 
-    sources_manifest = []
-    for s, (spec, lo) in enumerate(zip(specs, loaded)):
-        sources_manifest.append({
-            "name": spec["name"],
-            "origin": str(spec.get("dir") or f"prepare {spec['prepare']}: {spec.get('source') or spec.get('repo_id')}"),
-            "read": lo.read,
-            "malformed": sum(lo.skipped.values()),
-            "malformed_reasons": dict(lo.skipped),
-            "records_in": len(lo.records),
-            "contaminated": sum(contaminated[s].values()),
-            "contaminated_by": dict(contaminated[s]),
-            "exact_duplicates": exact[s],
-            "near_duplicates": near[s],
-            "available": per_source[s]["available"],
-            "weight": spec.get("weight"),
-            "records": spec.get("records"),
-            "selected": per_source[s]["selected"],
-            "tokenization_skipped": src_skipped[s],
-            "records_out": src_out[(s, "train")] + src_out[(s, "val")],
-            "train": src_out[(s, "train")],
-            "val": src_out[(s, "val")],
-            "tokens": src_tokens[s],
-        })
-    totals = {k: sum(m[k] for m in sources_manifest) for k in
-              ("read", "malformed", "records_in", "contaminated", "exact_duplicates", "near_duplicates", "records_out", "tokens")}
-    contaminated_by = Counter()
-    for m in sources_manifest:
-        contaminated_by.update(m["contaminated_by"])
-    manifest = {
-        "config": str(config),
-        "checkpoint_dir": str(checkpoint_dir),
-        "seed": seed,
-        "val_fraction": val_fraction,
-        "max_seq_length": max_seq_length,
-        "dedup": dedup_cfg,
-        "decontaminate": {k: v for k, v in decon_cfg.items() if k != "eval_sets"} | {
-            "eval_sets": {n: {"kind": e["kind"], "paths": [str(p) for p in e["paths"]], "items": index.counts[n]}
-                          for n, e in eval_sets.items()},
-            "boilerplate_ngrams_ignored": index.boilerplate if index is not None else 0,
-            "boilerplate_short_ignored": index.short_boilerplate if index is not None else 0,
-            "index_from_cache": str(index.cache_file) if index is not None and index.cache_file else None,
-            "eval_sets_missing": missing_sets,
-        },
-        "sources": sources_manifest,
-        "totals": {**totals, "contaminated_by": dict(contaminated_by), "truncated": truncated, **tok_stats},
-        "timings_s": timings,
-    }
-    stats = {"name": "mix", "records": len(kept), "tokens": tok_stats["train_tokens"] + tok_stats["val_tokens"],
-             "truncated": truncated, "train": {"records": tok_stats["train_records"], "tokens": tok_stats["train_tokens"]},
-             "val": {"records": tok_stats["val_records"], "tokens": tok_stats["val_tokens"]},
-             "skipped": {"total": totals["malformed"] + sum(src_skipped.values()),
-                         "reasons": dict(sum((Counter(lo.skipped) for lo in loaded), Counter())),
-                         "examples": [m for lo in loaded for m in lo.messages][:200]},
-             "max_seq_length": max_seq_length, "checkpoint_dir": str(checkpoint_dir)}
+    counts = {"contaminated": contaminated, "exact": exact, "near": near, "per_source": per_source,
+              "skipped": src_skipped, "out": src_out, "tokens": src_tokens, "split": tok_stats, "truncated": truncated}
+    manifest, stats = report(config, checkpoint_dir, o, eval_sets, missing_sets, index, specs, loaded, counts)
     if pairs:
         stats["kind"] = "preferences"
         splits = {split: pair_examples(examples) for split, examples in splits.items()}
@@ -392,42 +387,7 @@ def setup(
     write_records(dropped, out_dir / "dropped.jsonl")
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    write_json(manifest, out_dir / "manifest.json")
-    with atomic_path(out_dir / "manifest.md") as tmp:
-        tmp.write_text(manifest_markdown(manifest), encoding="utf-8")
-    print(
-        f"mix: {totals['records_in']} records in, {totals['contaminated']} contaminated, "
-        f"{totals['exact_duplicates']} exact + {totals['near_duplicates']} near duplicates, {totals['records_out']} out "
-        f"({tok_stats['train_records']} train, {tok_stats['val_records']} val), {totals['tokens']:,} tokens -> {out_dir}",
-        file=sys.stderr,
-    )
-    return manifest
-
-
-def manifest_markdown(m: dict) -> str:
-    cols = ["name", "read", "malformed", "records_in", "contaminated", "exact_duplicates", "near_duplicates",
-            "available", "selected", "records_out", "train", "val", "tokens"]
-    lines = [f"# Mix manifest: {m['config']}", "",
-             f"Tokenizer: `{m['checkpoint_dir']}`, seed {m['seed']}, val_fraction {m['val_fraction']}, "
-             f"max_seq_length {m['max_seq_length']}.", "", "| " + " | ".join(cols) + " |",
-             "|" + "---|" * len(cols)]
-    for s in m["sources"]:
-        lines.append("| " + " | ".join(str(s[c]) for c in cols) + " |")
-    t = m["totals"]
-    lines.append("| **total** | " + " | ".join(str(t.get(c, "")) for c in cols[1:]) + " |")
-    lines += ["", "## Dropped as contaminated, by evaluation set", ""]
-    d = m["decontaminate"]
-    lines.append(f"{d['ngram']}-gram overlap on normalized text (shorter items matched whole, their other texts "
-                 f"from {d['min_words']} words; n-grams and short texts in more than {d['max_items']} items ignored "
-                 f"as boilerplate: {d['boilerplate_ngrams_ignored']} and {d['boilerplate_short_ignored']}).")
-    lines += ["", "| source | " + " | ".join(d["eval_sets"]) + " |", "|---|" + "---|" * len(d["eval_sets"])]
-    for s in m["sources"]:
-        lines.append(f"| {s['name']} | " + " | ".join(str(s["contaminated_by"].get(e, 0)) for e in d["eval_sets"]) + " |")
-    if d["eval_sets_missing"]:
-        lines += ["", "**Not checked (not found):** " + ", ".join(d["eval_sets_missing"])]
-    lines += ["", "Evaluation sets: " + ", ".join(f"{n} ({e['items']} items)" for n, e in d["eval_sets"].items()),
-              "", "Every dropped record, with the reason, is in `dropped.jsonl`.", ""]
-    return "\n".join(lines)
+    return finish(manifest, timings, out_dir)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -13,6 +13,8 @@ import json
 import random
 import sys
 from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -33,13 +35,53 @@ class RecordError(ValueError):
         self.reason = reason
 
 
+class ChunkedRecords(list):
+    """A loader's record list that hands its records on in chunks instead of keeping them, so a streamed mix
+    (lit_gpt/mix_stream.py) reads a source of any size in flat memory. `len` counts every record added and the
+    last one stays reachable as [-1] (loaders annotate the record they just added); `flush` passes on the rest."""
+
+    def __init__(self, flush: Callable[[list[dict]], None], chunk_size: int) -> None:
+        super().__init__()
+        self.flush_to, self.chunk_size, self.flushed = flush, chunk_size, 0
+
+    def append(self, record: dict) -> None:
+        if super().__len__() >= self.chunk_size:  # before adding, so the newest record is still [-1]
+            self.flush()
+        super().append(record)
+
+    def flush(self) -> None:
+        if super().__len__():
+            self.flush_to(list(self))
+            self.flushed += super().__len__()
+            self.clear()
+
+    def __len__(self) -> int:
+        return self.flushed + super().__len__()
+
+
+_RECORDS_SINK: ContextVar[Optional[Callable[[], list]]] = ContextVar("lit_gpt_records_sink", default=None)
+
+
+@contextmanager
+def chunked_records(flush: Callable[[list[dict]], None], chunk_size: int) -> Iterator[None]:
+    """Within it, every new `Loaded` collects its records in a ChunkedRecords handing chunks to `flush`."""
+    token = _RECORDS_SINK.set(lambda: ChunkedRecords(flush, chunk_size))
+    try:
+        yield
+    finally:
+        _RECORDS_SINK.reset(token)
+
+
+def _new_records() -> list:
+    sink = _RECORDS_SINK.get()
+    return [] if sink is None else sink()
+
+
 @dataclass
-
-
 class Loaded:
     """A loader's result: the chat records, how many source records were read, and the skipped ones."""
 
-    records: list[dict] = field(default_factory=list)
+    records: list[dict] = field(default_factory=_new_records)
     read: int = 0
     skipped: Counter = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
@@ -219,18 +261,20 @@ def write_records(records: list[dict], path: Path) -> None:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def read_records(path: Path) -> list[dict]:
-    """A prepared dir's records.jsonl (written by run_prepare / prepare_mix)."""
+def iter_records(path: Path) -> Iterator[dict]:
+    """The records of a prepared dir's records.jsonl (written by run_prepare / prepare_mix), one at a time."""
     if not path.is_file():
         raise UserError(f"{path} does not exist: prepare the dataset with a scripts/prepare_*.py first")
-    out = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             try:
-                out.append(json.loads(line))
+                yield json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from e
-    return out
+
+
+def read_records(path: Path) -> list[dict]:
+    return list(iter_records(path))
 
 
 def tokenize_and_write(
@@ -323,5 +367,5 @@ def run_prepare(
 __all__ = [
     "DEFAULT_CHECKPOINT", "Loaded", "RecordError", "get_str", "iter_json_records", "load_json_records", "source_files",
     "run_prepare", "prepare_cli",
-    "read_records", "write_records", "split_indices", "tokenize_and_write", "write_json",
+    "read_records", "iter_records", "chunked_records", "write_records", "split_indices", "tokenize_and_write", "write_json",
 ]
