@@ -25,7 +25,6 @@ read once for both, so the decode tokens come almost free while prefill keeps th
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import Future
 from typing import Optional
@@ -34,7 +33,7 @@ import torch
 
 from lit_gpt.model import GPT
 from submission.kv_cache import KVStorage, PrefixCache, bind_model_cache, chunk_group, decode_group, prefill_inputs
-from submission.request import Completion, Request, SamplingParams, Status
+from submission.request import Completion, Request, SamplingParams, Status, Worker
 from submission.sampling import accept, head_logits, new_generator, pick_tokens, score_prompt
 from submission.scheduler import Scheduler
 
@@ -90,8 +89,8 @@ class Engine:
         self._logits: Optional[torch.Tensor] = None  # (rows, vocab) pending logits of each row's next token
         self._next_tokens: list[int] = []  # each row's sampled token, the input of the next pass
 
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._worker = Worker(self._loop, "engine")
+        self._stop = self._worker.stop_event
         # Counters, for /health, bench/ and tests.
         self.steps = 0  # decode steps run
         self.max_rows_seen = 0
@@ -105,17 +104,11 @@ class Engine:
 
     # ---------------------------------------------------------------- public API
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stops the worker and fails every request not done yet (running, held or queued)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._worker.stop(timeout)
         bind_model_cache(self.model, None)
         self.storage.release()
         error = RuntimeError("the server is shutting down")

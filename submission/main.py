@@ -69,7 +69,7 @@ def _short(value, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _field_error(field: tuple, message: str, value, kind: str = "value_error") -> RequestValidationError:
+def field_error(field: tuple, message: str, value, kind: str = "value_error") -> RequestValidationError:
     """A 422 in FastAPI's own validation format, for checks that need the loaded model."""
     return RequestValidationError([{"type": kind, "loc": ("body", *field), "msg": message, "input": value}])
 
@@ -88,7 +88,7 @@ class Server:
     def prepare(self, req: ProcessRequest) -> tuple[list[int], SamplingParams, bool]:
         context = self.engine.max_seq_length
         if req.max_new_tokens >= context:
-            raise _field_error(
+            raise field_error(
                 ("max_new_tokens",), f"Input should be less than {context} (this model's context, which must also "
                 "hold at least one prompt token)", req.max_new_tokens, "less_than",
             )
@@ -183,7 +183,7 @@ class Server:
         vocab = self.tokenizer.vocab_size
         for i, t in enumerate(req.tokens):
             if not 0 <= t < vocab:
-                raise _field_error(("tokens", i), f"token id must be in [0, {vocab})", t)
+                raise field_error(("tokens", i), f"token id must be in [0, {vocab})", t)
         return DecodeResponse(text=self.tokenizer.decode(req.tokens), request_time=time.perf_counter() - t0)
 
 

@@ -8,6 +8,7 @@ per step) -> FINISHED (its future holds a `Completion` or an error). `submission
 from __future__ import annotations
 
 import enum
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -81,3 +82,24 @@ class Request:
         self.status = Status.FINISHED
         if not self.future.done():
             self.future.set_exception(error)
+
+
+class Worker:
+    """An engine's one background thread: runs `loop` (which returns once `stop_event` is set) until stopped."""
+
+    def __init__(self, loop: Callable[[], None], name: str) -> None:
+        self.stop_event = threading.Event()
+        self._loop, self._name = loop, name
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self.stop_event.clear()
+            self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

@@ -34,7 +34,6 @@ import os
 import queue
 import shutil
 import tempfile
-import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -44,8 +43,8 @@ from typing import Optional
 from lit_gpt.generation import GREEDY_TEMPERATURE, find_stop
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import CHECKPOINT_FILENAME, default_precision
-from submission.engine import Completion, SamplingParams
-from submission.main import Server, _field_error
+from submission.request import Completion, SamplingParams, Worker
+from submission.main import Server, field_error
 from submission.schemas import MAX_TOP_K_PER_TOKEN, ProcessRequest
 
 logger = logging.getLogger("submission.vllm")
@@ -153,24 +152,18 @@ class VLLMEngine:
         self.busy: dict[str, float] = {"step": 0.0}
         self._jobs: dict[str, _Job] = {}
         self._next_id = 0
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._worker = Worker(self._loop, "vllm-engine")
+        self._stop = self._worker.stop_event
 
     @property
     def running(self) -> int:
         return len(self._jobs)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._worker.stop(timeout)
         error = RuntimeError("the server is shutting down")
         self._fail(list(self._jobs), error)
         while True:
@@ -322,7 +315,7 @@ class VLLMServer(Server):
 
     def prepare(self, req: ProcessRequest):
         if req.temperature > MAX_TEMPERATURE:
-            raise _field_error(("temperature",), f"Input should be less than or equal to {MAX_TEMPERATURE} (the "
+            raise field_error(("temperature",), f"Input should be less than or equal to {MAX_TEMPERATURE} (the "
                                "vLLM backend's limit)", req.temperature, "less_than_equal")
         return super().prepare(req)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from submission.launch import free_port
 from test_submission_engine import PROMPTS, make_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,10 +67,18 @@ def helm_python() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def run_helm_client(python: str, url: str, prompt: str, n: int, stop: str, tmp_path: Path) -> dict:
+    """HELM_SCRIPT's results against the server at `url` (in the crfm-helm venv's python); every call succeeded."""
+    script = tmp_path / "helm_client.py"
+    script.write_text(HELM_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "HELM_HTTP_MODEL_BASE_URL"}
+    proc = subprocess.run([python, str(script), url, prompt, str(n), stop], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("greedy", "stop", "echo", "sampled", "tokenize", "decode"):
+        assert out[key]["success"], (key, out[key])
+    return out
 
 
 class LiveServer:
@@ -157,15 +165,7 @@ def test_helm_client_against_server(live, tmp_path):
     expected = generate_main(checkpoint_dir=ckpt, prompt=prompt, max_new_tokens=n, temperature=0.0, chat=False,
                              device="cpu", precision="32-true")
     stop = expected[len(expected) // 2: len(expected) // 2 + 2] or "\n"
-    script = tmp_path / "helm_client.py"
-    script.write_text(HELM_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "HELM_HTTP_MODEL_BASE_URL"}
-    proc = subprocess.run([python, str(script), server.url, prompt, str(n), stop], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key in ("greedy", "stop", "echo", "sampled", "tokenize", "decode"):
-        assert out[key]["success"], (key, out[key])
+    out = run_helm_client(python, server.url, prompt, n, stop, tmp_path)
     assert out["greedy"]["text"] == expected
     assert out["greedy"]["logprob"] == pytest.approx(sum(lp for _, lp in out["greedy"]["tokens"]))
     assert out["stop"]["text"] == expected[: expected.index(stop)]

@@ -9,8 +9,6 @@ what its merged checkpoint gives through our engine; HELM's own client works; ba
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from lit_gpt.lora import LoRAConfig
 from lora_fixtures import fake_run
 from submission.launch import start_server, stop_server, vllm_python
-from test_submission_server import HELM_SCRIPT, helm_python
+from test_submission_server import helm_python, run_helm_client
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two fp32 implementations (vLLM's CPU kernels, our model): measured at most 2.1e-5 apart on these requests.
@@ -149,15 +147,7 @@ def test_helm_client_against_vllm_backend(vllm_base, ours, tmp_path):
     prompt, n = "The capital of France is", 12
     expected = ours.post("/process", json=helm_body({"prompt": prompt, "max_new_tokens": n})).json()["text"]
     stop = expected[len(expected) // 2: len(expected) // 2 + 2] or "\n"
-    script = tmp_path / "helm_client.py"
-    script.write_text(HELM_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "HELM_HTTP_MODEL_BASE_URL"}
-    proc = subprocess.run([python, str(script), vllm_base, prompt, str(n), stop], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key in ("greedy", "stop", "echo", "sampled", "tokenize", "decode"):
-        assert out[key]["success"], (key, out[key])
+    out = run_helm_client(python, vllm_base, prompt, n, stop, tmp_path)
     assert out["greedy"]["text"] == expected
     assert out["stop"]["text"] == expected[: expected.index(stop)]
     assert out["echo"]["text"] == prompt and out["echo"]["tokens"][0][1] == 0.0
