@@ -35,6 +35,7 @@ import torch
 
 import bench.finetune as bench_finetune
 from lit_gpt import training
+from lit_gpt.trainer import make_optimizer
 from lit_gpt.config import Config
 from lit_gpt.lora import LoRAConfig, inject_lora, mark_only_lora_as_trainable
 from lit_gpt.model import GPT
@@ -159,7 +160,7 @@ def _qlora_losses(run: Run, mode: str, optimizer: str) -> list[float]:
     mark_only_lora_as_trainable(model)
     model.to(run.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = bench_finetune._finetune_lora.make_optimizer(optimizer, params, 1e-2, 0.0, run.device)
+    opt = make_optimizer(optimizer, params, 1e-2, 0.0, run.device)
     seq = (torch.randint(0, 255, (4, 1)) + torch.arange(0, 17).unsqueeze(0)) % 256
     batch = {"input_ids": seq[:, :-1], "targets": seq[:, 1:]}
     losses = []
